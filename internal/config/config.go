@@ -1,0 +1,263 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Config is the whole configuration of flusso-pg, as read from YAML, the
+// environment and flags. The rest of the program receives this typed struct;
+// only cmd/ and this package know about viper.
+type Config struct {
+	Source   Source
+	Output   Output
+	State    State
+	Log      Log
+	Backfill Backfill
+	Capture  Capture
+	Indexes  []Index
+
+	// File is the path of the config file it was read from ("" when none).
+	File string
+}
+
+// Source is the database and the replication objects flusso-pg uses.
+type Source struct {
+	DSN         string
+	Slot        string
+	Publication string
+	Provision   string // auto | check | off
+}
+
+// Provision modes.
+const (
+	ProvisionAuto  = "auto"
+	ProvisionCheck = "check"
+	ProvisionOff   = "off"
+)
+
+// Output is where NDJSON lines go.
+type Output struct {
+	Path string // "-" is stdout; a file path is opened for append
+}
+
+// State is where progress and the server's identity are kept.
+type State struct {
+	Dir string // already resolved against the config file's folder
+}
+
+// Log configures the stderr logger.
+type Log struct {
+	Level  string // debug | info | warn | error
+	Format string // console | json
+}
+
+// Backfill tunes the initial and one-shot snapshot reads.
+type Backfill struct {
+	Workers   int // parallel readers; 0 means the number of CPUs
+	BatchSize int // documents per query
+}
+
+// Capture tunes the WAL reader.
+type Capture struct {
+	// MemoryBudget bounds the bytes a transaction's buffered changes may take
+	// in memory before they spill to a temporary file.
+	MemoryBudget int64
+	// StatusInterval is the period of standby status updates.
+	StatusInterval time.Duration
+	// BatchSize is the number of documents built by one query while following.
+	BatchSize int
+}
+
+// Index is one search index: one document per row of Table.
+type Index struct {
+	Name       string
+	Table      string
+	Key        []string
+	Columns    []string
+	Where      string
+	Rename     Pairs
+	Relations  []Relation
+	Aggregates []Aggregate
+}
+
+// Relation kinds.
+const (
+	BelongsTo  = "belongs_to"
+	HasOne     = "has_one"
+	HasMany    = "has_many"
+	ManyToMany = "many_to_many"
+)
+
+// Kinds lists the relation kinds in the order the docs give them.
+var Kinds = []string{BelongsTo, HasOne, HasMany, ManyToMany}
+
+// Relation nests rows of another table into a document.
+type Relation struct {
+	Name       string
+	Table      string
+	Kind       string
+	Join       Pairs // this side's column -> the other side's column
+	Through    *Through
+	Key        []string
+	Columns    []string
+	OrderBy    []OrderBy
+	Where      string
+	Limit      int
+	Scalar     bool
+	Rename     Pairs
+	Relations  []Relation
+	Aggregates []Aggregate
+}
+
+// Through is the join table of a many_to_many relation.
+type Through struct {
+	Table      string
+	Join       Pairs // this side -> through table
+	TargetJoin Pairs // through table -> target
+}
+
+// Aggregate functions.
+const (
+	Count = "count"
+	Sum   = "sum"
+	Min   = "min"
+	Max   = "max"
+	Avg   = "avg"
+	IDs   = "ids"
+)
+
+// Functions lists the aggregate functions.
+var Functions = []string{Count, Sum, Min, Max, Avg, IDs}
+
+// Aggregate is one value computed over related rows.
+type Aggregate struct {
+	Name   string
+	Table  string
+	Join   Pairs
+	Fn     string
+	Column string
+	Where  string
+}
+
+// Pair is one entry of a YAML map whose order and case matter (join, rename).
+type Pair struct{ From, To string }
+
+// Pairs keeps a YAML map's entries in the order they were written.
+type Pairs []Pair
+
+// Lookup returns the value for from.
+func (p Pairs) Lookup(from string) (string, bool) {
+	for _, e := range p {
+		if e.From == from {
+			return e.To, true
+		}
+	}
+	return "", false
+}
+
+// Froms returns the left-hand sides.
+func (p Pairs) Froms() []string {
+	out := make([]string, len(p))
+	for i, e := range p {
+		out[i] = e.From
+	}
+	return out
+}
+
+// Tos returns the right-hand sides.
+func (p Pairs) Tos() []string {
+	out := make([]string, len(p))
+	for i, e := range p {
+		out[i] = e.To
+	}
+	return out
+}
+
+// OrderBy is one `column [asc|desc]` term.
+type OrderBy struct {
+	Column string
+	Desc   bool
+}
+
+func (o OrderBy) String() string {
+	if o.Desc {
+		return o.Column + " desc"
+	}
+	return o.Column
+}
+
+// Defaults.
+const (
+	DefaultSlot           = "flusso"
+	DefaultPublication    = "flusso"
+	DefaultStateDir       = ".flusso-state"
+	DefaultBatchSize      = 500
+	DefaultMemoryBudget   = 32 << 20
+	DefaultStatusInterval = 10 * time.Second
+)
+
+var slotName = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
+
+// RedactDSN returns dsn with any password replaced by "xxxxx", for logs and errors.
+func RedactDSN(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" && u.Host != "" {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+		return u.String()
+	}
+	// key=value form: blank out password=...
+	re := regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+	return re.ReplaceAllString(dsn, "${1}xxxxx")
+}
+
+// resolveStateDir makes a relative state dir relative to the config file's folder.
+func resolveStateDir(dir, file string) string {
+	if dir == "" {
+		dir = DefaultStateDir
+	}
+	if filepath.IsAbs(dir) || file == "" {
+		return dir
+	}
+	return filepath.Join(filepath.Dir(file), dir)
+}
+
+// IndexByName returns the index called name.
+func (c *Config) IndexByName(name string) (*Index, bool) {
+	for i := range c.Indexes {
+		if c.Indexes[i].Name == name {
+			return &c.Indexes[i], true
+		}
+	}
+	return nil, false
+}
+
+// Select keeps only the named indexes; an unknown name is an error.
+func (c *Config) Select(names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	var kept []Index
+	for _, n := range names {
+		ix, ok := c.IndexByName(n)
+		if !ok {
+			return fmt.Errorf("--index %s: no such index in the config (have: %s)", n, strings.Join(c.indexNames(), ", "))
+		}
+		kept = append(kept, *ix)
+	}
+	c.Indexes = kept
+	return nil
+}
+
+func (c *Config) indexNames() []string {
+	out := make([]string, len(c.Indexes))
+	for i, ix := range c.Indexes {
+		out[i] = ix.Name
+	}
+	return out
+}
