@@ -1,7 +1,7 @@
 package output
 
 import (
-	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -14,15 +14,21 @@ import (
 // past what it received may be confirmed.
 var ErrReaderGone = errors.New("the reader of the output went away (broken pipe)")
 
+// bufferSize is how much is gathered before a write; a batch larger than
+// this is written straight through.
+const bufferSize = 1 << 20
+
 // Writer owns the destination of the lines: stdout, or a file opened for
-// append. Writes are buffered; Sync flushes the buffer and, for a file,
-// fsyncs it. Only after Sync returns may the LSNs of the written lines be
-// confirmed. A Writer is safe for use by several goroutines: each Write is
-// one whole batch of lines, never interleaved with another.
+// append. Lines are gathered in a buffer that is only ever written at a line
+// boundary, so a kill -9 cannot leave half a line behind a whole one; Sync
+// writes the buffer and, for a regular file, fsyncs it. Only after Sync
+// returns may the LSNs of the written lines be confirmed. A Writer is safe
+// for use by several goroutines: each Write is one whole batch of lines,
+// never interleaved with another.
 type Writer struct {
 	mu   sync.Mutex
 	f    *os.File
-	buf  *bufio.Writer
+	buf  []byte
 	file bool // a regular file: fsync on Sync
 	own  bool // we opened it: close on Close
 }
@@ -31,34 +37,103 @@ type Writer struct {
 // created if missing and opened for append.
 func Open(path string) (*Writer, error) {
 	if path == "-" || path == "" {
-		return NewWriter(os.Stdout, false), nil
+		return NewWriter(os.Stdout, false)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open output: %w", err)
 	}
-	w := NewWriter(f, true)
+	w, err := NewWriter(f, true)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
 	return w, nil
 }
 
-// NewWriter wraps f; own says whether Close closes it.
-func NewWriter(f *os.File, own bool) *Writer {
-	w := &Writer{f: f, buf: bufio.NewWriterSize(f, 1<<20), own: own}
+// NewWriter wraps f; own says whether Close closes it. When f is a regular
+// file that ends in the middle of a line (an earlier process was killed
+// while writing), the partial line is cut off: it was never confirmed, and
+// appending to it would spoil the next line.
+func NewWriter(f *os.File, own bool) (*Writer, error) {
+	w := &Writer{f: f, buf: make([]byte, 0, bufferSize), own: own}
 	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
 		w.file = true
+		if err := trimPartialLine(f, st.Size()); err != nil {
+			return nil, err
+		}
 	}
-	return w
+	return w, nil
 }
 
-// Write appends whole lines to the buffer.
+func trimPartialLine(f *os.File, size int64) error {
+	if size == 0 {
+		return nil
+	}
+	last := make([]byte, 1)
+	if _, err := f.ReadAt(last, size-1); err != nil {
+		return nil // not readable (opened write-only): leave it
+	}
+	if last[0] == '\n' {
+		return nil
+	}
+	// Find the last newline, reading backwards in blocks.
+	const block = 64 << 10
+	end := size
+	for end > 0 {
+		start := max(end-block, 0)
+		chunk := make([]byte, end-start)
+		if _, err := f.ReadAt(chunk, start); err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("read output tail: %w", err)
+		}
+		if i := bytes.LastIndexByte(chunk, '\n'); i >= 0 {
+			return truncate(f, start+int64(i)+1)
+		}
+		end = start
+	}
+	return truncate(f, 0)
+}
+
+func truncate(f *os.File, size int64) error {
+	if err := f.Truncate(size); err != nil {
+		return fmt.Errorf("cut the partial last line of the output: %w", err)
+	}
+	return nil
+}
+
+// Write adds whole lines.
 func (w *Writer) Write(lines []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	_, err := w.buf.Write(lines)
+	return w.writeLocked(lines)
+}
+
+func (w *Writer) writeLocked(lines []byte) error {
+	if len(w.buf)+len(lines) <= cap(w.buf) {
+		w.buf = append(w.buf, lines...)
+		return nil
+	}
+	if err := w.flushLocked(); err != nil {
+		return err
+	}
+	if len(lines) > cap(w.buf) {
+		_, err := w.f.Write(lines)
+		return classify(err)
+	}
+	w.buf = append(w.buf, lines...)
+	return nil
+}
+
+func (w *Writer) flushLocked() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	_, err := w.f.Write(w.buf)
+	w.buf = w.buf[:0]
 	return classify(err)
 }
 
-// Sync flushes buffered lines to the destination, and fsyncs a regular file.
+// Sync writes buffered lines to the destination, and fsyncs a regular file.
 func (w *Writer) Sync() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -66,8 +141,8 @@ func (w *Writer) Sync() error {
 }
 
 func (w *Writer) syncLocked() error {
-	if err := w.buf.Flush(); err != nil {
-		return classify(err)
+	if err := w.flushLocked(); err != nil {
+		return err
 	}
 	if w.file {
 		if err := w.f.Sync(); err != nil {
@@ -81,8 +156,8 @@ func (w *Writer) syncLocked() error {
 func (w *Writer) WriteSync(lines []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if _, err := w.buf.Write(lines); err != nil {
-		return classify(err)
+	if err := w.writeLocked(lines); err != nil {
+		return err
 	}
 	return w.syncLocked()
 }
