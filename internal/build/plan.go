@@ -1,0 +1,430 @@
+package build
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/flusso-pg/flusso-pg/internal/change"
+	"github.com/flusso-pg/flusso-pg/internal/config"
+)
+
+// Plan is the compiled form of a config: per index, its tree of tables and
+// its document SQL; per changed table, how to find the root keys it affects.
+type Plan struct {
+	Indexes []*Index
+	Catalog *Catalog
+
+	keys    map[change.Table][]string      // per table: the key columns resolution uses
+	capture map[change.Table][]string      // per table: key columns first, then join columns
+	occurs  map[change.Table][]*occurrence // per table: every place an index reads it
+	tables  []change.Table
+	resolve map[change.Table]*resolver
+}
+
+// Index is one compiled index: one document per row of its root table.
+type Index struct {
+	cfg     *config.Index
+	ord     int // position in Plan.Indexes
+	root    *node
+	keyCols []string
+	keyType []string
+	docSQL  string
+}
+
+// node is one table in an index's document tree: the root, a relation or an
+// aggregate.
+type node struct {
+	kind    string // "root", a relation kind, or "aggregate"
+	field   string // its field in the parent's object; "" for the root
+	path    string // the config path, for messages
+	info    *TableInfo
+	key     []string // key columns ("" when the table has none)
+	columns []string // the columns written into the object
+	rename  config.Pairs
+	where   string
+	orderBy []config.OrderBy
+	limit   int
+	scalar  bool
+	// join maps the parent's columns to this table's columns; for
+	// many_to_many, through.join maps parent -> through and targetJoin maps
+	// through -> this table.
+	join       config.Pairs
+	through    *TableInfo
+	targetJoin config.Pairs
+	fn, column string // aggregates
+
+	parent   *node
+	children []*node // relations, then aggregates, in config order
+}
+
+// occurrence is one place a table is read by an index, with the hops that
+// lead from a row of it up to the root rows whose documents include it.
+type occurrence struct {
+	ix   *Index
+	info *TableInfo
+	path string
+	hops []hop // empty: the table is the root
+}
+
+// hop joins a lower table to the one above it: lower.cols = upper.upCols.
+type hop struct {
+	cols   []string // in the lower table
+	upper  *TableInfo
+	upCols []string
+}
+
+// Name is the index name written on every line.
+func (ix *Index) Name() string { return ix.cfg.Name }
+
+// Root is the root table: one document per row.
+func (ix *Index) Root() change.Table { return ix.root.info.Table }
+
+// KeyColumns are the root's key columns, in key order.
+func (ix *Index) KeyColumns() []string { return ix.keyCols }
+
+// KeyTypes are the SQL types of the key columns.
+func (ix *Index) KeyTypes() []string { return ix.keyType }
+
+// Config is the index's configuration.
+func (ix *Index) Config() *config.Index { return ix.cfg }
+
+// DocumentSQL is the statement Build runs: $1.. are one text[] per key column.
+func (ix *Index) DocumentSQL() string { return ix.docSQL }
+
+// Compile reads the catalog for every table the config's indexes read,
+// validates, and compiles. A plan is returned only when there is no
+// error-severity problem; the problems are returned either way.
+func Compile(ctx context.Context, q Querier, cfg *config.Config) (*Plan, []Problem, error) {
+	cat, err := LoadCatalog(ctx, q, ConfigTables(cfg))
+	if err != nil {
+		return nil, nil, err
+	}
+	p, problems := NewPlan(cat, cfg)
+	return p, problems, nil
+}
+
+// ConfigTables lists every table name the config's indexes name, as written.
+func ConfigTables(cfg *config.Config) []string {
+	var out []string
+	var rels func([]config.Relation)
+	aggs := func(as []config.Aggregate) {
+		for _, a := range as {
+			out = append(out, a.Table)
+		}
+	}
+	rels = func(rs []config.Relation) {
+		for _, r := range rs {
+			out = append(out, r.Table)
+			if r.Through != nil {
+				out = append(out, r.Through.Table)
+			}
+			rels(r.Relations)
+			aggs(r.Aggregates)
+		}
+	}
+	for _, ix := range cfg.Indexes {
+		out = append(out, ix.Table)
+		rels(ix.Relations)
+		aggs(ix.Aggregates)
+	}
+	return dedupe(out)
+}
+
+// NewPlan compiles cfg against a loaded catalog. The plan is nil when any
+// problem is an error.
+func NewPlan(cat *Catalog, cfg *config.Config) (*Plan, []Problem) {
+	c := &compiler{cat: cat}
+	p := &Plan{Catalog: cat}
+	for i := range cfg.Indexes {
+		ixc := &cfg.Indexes[i]
+		ix := &Index{cfg: ixc, ord: len(p.Indexes)}
+		c.index = ixc.Name
+		ix.root = c.root(ixc)
+		p.Indexes = append(p.Indexes, ix)
+	}
+	if hasError(c.problems) {
+		return nil, c.problems
+	}
+	for _, ix := range p.Indexes {
+		ix.keyCols = ix.root.key
+		for _, k := range ix.keyCols {
+			col, _ := ix.root.info.Column(k)
+			ix.keyType = append(ix.keyType, col.Type)
+		}
+		ix.docSQL = documentSQL(ix)
+	}
+	p.index()
+	return p, c.problems
+}
+
+// Tables lists every table any index reads (roots, relations, join tables,
+// aggregates), sorted.
+func (p *Plan) Tables() []change.Table { return p.tables }
+
+// CaptureColumns gives, per table, the columns capture must carry: the key
+// columns first, then the columns joins use.
+func (p *Plan) CaptureColumns() map[change.Table][]string {
+	out := make(map[change.Table][]string, len(p.capture))
+	for t, cols := range p.capture {
+		out[t] = append([]string(nil), cols...)
+	}
+	return out
+}
+
+// index walks every tree to find, per table, its key, its capture columns
+// and its occurrences.
+func (p *Plan) index() {
+	p.keys = map[change.Table][]string{}
+	p.capture = map[change.Table][]string{}
+	p.occurs = map[change.Table][]*occurrence{}
+	addCols := func(info *TableInfo, cols []string) {
+		t := info.Table
+		for _, c := range cols {
+			if !contains(p.capture[t], c) {
+				p.capture[t] = append(p.capture[t], c)
+			}
+		}
+	}
+	var keysFirst func(n *node)
+	keysFirst = func(n *node) {
+		if _, ok := p.keys[n.info.Table]; !ok || (n.kind == "root" && len(n.key) > 0) {
+			p.keys[n.info.Table] = n.key
+		}
+		if n.through != nil {
+			if _, ok := p.keys[n.through.Table]; !ok {
+				p.keys[n.through.Table] = n.through.PrimaryKey
+			}
+		}
+		for _, ch := range n.children {
+			keysFirst(ch)
+		}
+	}
+	for _, ix := range p.Indexes {
+		keysFirst(ix.root)
+	}
+	for t, k := range p.keys {
+		p.capture[t] = append([]string(nil), k...)
+	}
+	var walk func(ix *Index, n *node, up []hop)
+	walk = func(ix *Index, n *node, up []hop) {
+		if n.through != nil {
+			thHops := append([]hop{{cols: n.join.Tos(), upper: n.parent.info, upCols: n.join.Froms()}}, up...)
+			p.occurs[n.through.Table] = append(p.occurs[n.through.Table], &occurrence{ix: ix, info: n.through, path: n.path + ".through", hops: thHops})
+			addCols(n.through, n.join.Tos())
+			addCols(n.through, n.targetJoin.Froms())
+			addCols(n.parent.info, n.join.Froms())
+			up = append([]hop{{cols: n.targetJoin.Tos(), upper: n.through, upCols: n.targetJoin.Froms()}}, thHops...)
+			addCols(n.info, n.targetJoin.Tos())
+		} else if n.parent != nil {
+			up = append([]hop{{cols: n.join.Tos(), upper: n.parent.info, upCols: n.join.Froms()}}, up...)
+			addCols(n.info, n.join.Tos())
+			addCols(n.parent.info, n.join.Froms())
+		}
+		if n.parent == nil {
+			addCols(n.info, n.key)
+		}
+		p.occurs[n.info.Table] = append(p.occurs[n.info.Table], &occurrence{ix: ix, info: n.info, path: n.path, hops: up})
+		for _, ch := range n.children {
+			walk(ix, ch, up)
+		}
+	}
+	for _, ix := range p.Indexes {
+		walk(ix, ix.root, nil)
+	}
+	for t := range p.occurs {
+		p.tables = append(p.tables, t)
+	}
+	sort.Slice(p.tables, func(i, j int) bool { return p.tables[i].String() < p.tables[j].String() })
+	p.resolve = map[change.Table]*resolver{}
+	for _, t := range p.tables {
+		p.resolve[t] = p.newResolver(t)
+	}
+}
+
+// compiler turns config into node trees, collecting problems as it goes.
+type compiler struct {
+	cat      *Catalog
+	index    string
+	problems []Problem
+}
+
+func (c *compiler) root(ixc *config.Index) *node {
+	path := fmt.Sprintf("index %q", ixc.Name)
+	n := &node{kind: "root", path: path, where: ixc.Where, rename: ixc.Rename}
+	n.info = c.table(path+".table", ixc.Table)
+	if n.info == nil {
+		return n
+	}
+	n.key = c.key(n, path+".key", ixc.Key, true)
+	n.columns = c.columns(n, path+".columns", ixc.Columns)
+	c.renames(n, path)
+	c.children(n, ixc.Relations, ixc.Aggregates)
+	c.rootIdentity(n)
+	return n
+}
+
+func (c *compiler) children(n *node, rels []config.Relation, aggs []config.Aggregate) {
+	for i := range rels {
+		if ch := c.relation(n, &rels[i]); ch != nil {
+			n.children = append(n.children, ch)
+		}
+	}
+	for i := range aggs {
+		if ch := c.aggregate(n, &aggs[i]); ch != nil {
+			n.children = append(n.children, ch)
+		}
+	}
+}
+
+func (c *compiler) relation(parent *node, r *config.Relation) *node {
+	path := fmt.Sprintf("%s.relations[%s]", parent.path, r.Name)
+	n := &node{kind: r.Kind, field: r.Name, path: path, parent: parent, where: r.Where, orderBy: r.OrderBy,
+		limit: r.Limit, scalar: r.Scalar, rename: r.Rename, join: r.Join}
+	n.info = c.table(path+".table", r.Table)
+	if r.Through != nil {
+		n.through = c.table(path+".through.table", r.Through.Table)
+		n.join = r.Through.Join
+		n.targetJoin = r.Through.TargetJoin
+	}
+	if n.info == nil || parent.info == nil || (r.Through != nil && n.through == nil) {
+		return nil
+	}
+	n.key = c.key(n, path+".key", r.Key, false)
+	n.columns = c.columns(n, path+".columns", r.Columns)
+	c.renames(n, path)
+	for _, o := range r.OrderBy {
+		if _, ok := n.info.Column(o.Column); !ok {
+			c.missingColumn("order_by_column", path+".order_by", n.info, o.Column, "order_by")
+		}
+	}
+	if n.through != nil {
+		c.joins(path+".through.join", parent.info, n.through, n.join, false)
+		c.joins(path+".through.target_join", n.through, n.info, n.targetJoin, false)
+		c.childIdentity(path+".through", n.through, n.join.Tos())
+		c.childIdentity(path, n.info, n.targetJoin.Tos())
+	} else {
+		c.joins(path+".join", parent.info, n.info, n.join, r.Kind == config.BelongsTo)
+		c.childIdentity(path, n.info, n.join.Tos())
+	}
+	c.children(n, r.Relations, r.Aggregates)
+	return n
+}
+
+func (c *compiler) aggregate(parent *node, a *config.Aggregate) *node {
+	path := fmt.Sprintf("%s.aggregates[%s]", parent.path, a.Name)
+	n := &node{kind: "aggregate", field: a.Name, path: path, parent: parent, where: a.Where, join: a.Join, fn: a.Fn, column: a.Column}
+	n.info = c.table(path+".table", a.Table)
+	if n.info == nil || parent.info == nil {
+		return nil
+	}
+	n.key = n.info.PrimaryKey
+	if a.Fn == config.IDs && len(n.key) == 0 {
+		c.add(Problem{Severity: SeverityError, Code: "no_key", Path: path, Table: n.info.Table.String(),
+			Message: fmt.Sprintf("aggregate %s (ids) needs the key of table %s, which has no primary key", a.Name, n.info.Table),
+			Fix:     fmt.Sprintf("ALTER TABLE %s ADD PRIMARY KEY (...);", n.info.Table)})
+	}
+	if a.Column != "" {
+		col, ok := n.info.Column(a.Column)
+		if !ok {
+			c.missingColumn("missing_column", path+".column", n.info, a.Column, "column")
+		} else if (a.Fn == config.Sum || a.Fn == config.Avg) && col.Category != "N" && col.BaseType != "interval" && col.BaseType != "money" {
+			c.add(Problem{Severity: SeverityError, Code: "aggregate_type", Path: path + ".fn", Table: n.info.Table.String(), Column: a.Column,
+				Message: fmt.Sprintf("aggregate %s: %s(%s) needs a numeric column, but %s.%s is %s", a.Name, a.Fn, a.Column, n.info.Table, a.Column, col.Type),
+				Fix:     "use count, min or max, or aggregate a numeric column"})
+		}
+	}
+	c.joins(path+".join", parent.info, n.info, n.join, false)
+	c.childIdentity(path, n.info, n.join.Tos())
+	return n
+}
+
+func (c *compiler) table(path, name string) *TableInfo {
+	if info := c.cat.Lookup(name); info != nil {
+		if info.Kind != "r" && info.Kind != "p" {
+			c.add(Problem{Severity: SeverityWarning, Code: "not_a_table", Path: path, Table: info.Table.String(),
+				Message: fmt.Sprintf("%s is not a table (relkind %s): its changes are not in the WAL, so documents do not follow them", info.Table, info.Kind)})
+		}
+		return info
+	}
+	t, err := change.ParseTable(name)
+	if err != nil {
+		c.add(Problem{Severity: SeverityError, Code: "missing_table", Path: path, Table: name, Message: err.Error()})
+		return nil
+	}
+	if t.Schema != "" && !c.cat.hasSchema(t.Schema) {
+		msg := fmt.Sprintf("schema %s of table %s does not exist", change.QuoteIdentIfNeeded(t.Schema), name)
+		if s := config.Suggest(t.Schema, c.cat.schemaNames()); s != "" {
+			msg += fmt.Sprintf(" (did you mean %s?)", change.QuoteIdentIfNeeded(s))
+		}
+		c.add(Problem{Severity: SeverityError, Code: "missing_schema", Path: path, Table: name, Message: msg})
+		return nil
+	}
+	schema := t.Schema
+	if schema == "" {
+		schema = "public"
+	}
+	msg := fmt.Sprintf("table %s does not exist (or is not visible to this user)", name)
+	if s := config.Suggest(t.Name, c.cat.tableNames(schema)); s != "" {
+		msg += fmt.Sprintf(" (did you mean %s?)", change.Table{Schema: t.Schema, Name: s})
+	}
+	c.add(Problem{Severity: SeverityError, Code: "missing_table", Path: path, Table: name, Message: msg})
+	return nil
+}
+
+// key picks the configured key or the primary key.
+func (c *compiler) key(n *node, path string, configured []string, required bool) []string {
+	if len(configured) > 0 {
+		ok := true
+		for _, k := range configured {
+			if _, found := n.info.Column(k); !found {
+				c.missingColumn("missing_column", path, n.info, k, "key")
+				ok = false
+			}
+		}
+		if ok {
+			return configured
+		}
+		return nil
+	}
+	if len(n.info.PrimaryKey) > 0 {
+		return n.info.PrimaryKey
+	}
+	sev := SeverityWarning
+	msg := fmt.Sprintf("table %s has no primary key and no key: is given; an unchanged TOAST value in its changes cannot be looked up", n.info.Table)
+	if required {
+		sev = SeverityError
+		msg = fmt.Sprintf("root table %s has no primary key and no key: is given, so documents have no id", n.info.Table)
+	}
+	c.add(Problem{Severity: sev, Code: "no_key", Path: path, Table: n.info.Table.String(), Message: msg,
+		Fix: fmt.Sprintf("ALTER TABLE %s ADD PRIMARY KEY (...);  -- or set key: [column, ...] in the config", n.info.Table)})
+	return nil
+}
+
+func (c *compiler) columns(n *node, path string, cols []string) []string {
+	if len(cols) == 0 {
+		return n.info.ColumnNames()
+	}
+	var out []string
+	for _, col := range cols {
+		if _, ok := n.info.Column(col); ok {
+			out = append(out, col)
+		} else {
+			c.missingColumn("missing_column", path, n.info, col, "columns")
+		}
+	}
+	return out
+}
+
+func (c *compiler) renames(n *node, path string) {
+	for _, r := range n.rename {
+		if _, ok := n.info.Column(r.From); !ok {
+			c.missingColumn("missing_column", path+".rename", n.info, r.From, "rename")
+		}
+	}
+}
+
+func (c *compiler) add(p Problem) {
+	p.Index = c.index
+	c.problems = append(c.problems, p)
+}

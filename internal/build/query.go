@@ -1,0 +1,377 @@
+package build
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/flusso-pg/flusso-pg/internal/change"
+	"github.com/flusso-pg/flusso-pg/internal/config"
+)
+
+// Key is a root key: the key columns' values in Postgres text format, in key order.
+type Key []string
+
+// String joins the values with ":", as the "id" field of a line.
+func (k Key) String() string { return strings.Join(k, ":") }
+
+// Doc is one built document. Its byte slices alias the driver's buffer:
+// they are valid only during the callback.
+type Doc struct {
+	Key    []byte // JSON object of the root key columns as to_json gives them: {"id":42}
+	ID     string // the key values (text form) joined with ":"
+	Values Key    // the key values in text form
+	Doc    []byte // the JSON document; nil when the root row is gone or no longer matches the root's where
+}
+
+// maxPairs is how many name/value pairs go into one json_build_object call:
+// Postgres caps a function call at 100 arguments.
+const maxPairs = 50
+
+func quoteIdent(s string) string { return change.QuoteIdent(s) }
+func lit(s string) string        { return change.QuoteLiteral(s) }
+func col(alias, c string) string { return alias + "." + quoteIdent(c) }
+
+// sqlgen hands out table aliases t1, t2, ... within one statement (t0 is the root).
+type sqlgen struct{ n int }
+
+func (g *sqlgen) alias() string {
+	g.n++
+	return "t" + strconv.Itoa(g.n)
+}
+
+// from gives "table AS alias", or a filtered derived table when the node has
+// a where, so its unqualified column names refer to this table only.
+func from(info *TableInfo, where, alias string) string {
+	if where == "" {
+		return info.Table.Quoted() + " AS " + alias
+	}
+	return "(SELECT * FROM " + info.Table.Quoted() + " WHERE (" + where + ")) AS " + alias
+}
+
+// on gives lower.to = upper.from for each pair.
+func on(pairs config.Pairs, upper, lower string) string {
+	parts := make([]string, len(pairs))
+	for i, p := range pairs {
+		parts[i] = col(lower, p.To) + " = " + col(upper, p.From)
+	}
+	return strings.Join(parts, " AND ")
+}
+
+// buildObject gives json_build_object over pairs of (SQL literal name, expression),
+// chunked and merged as text when there are more than maxPairs, which keeps
+// the keys in order and the values exactly as json gives them.
+func buildObject(names, exprs []string) string {
+	if len(names) == 0 {
+		return "'{}'::json"
+	}
+	var chunks []string
+	for start := 0; start < len(names); start += maxPairs {
+		end := min(start+maxPairs, len(names))
+		var b strings.Builder
+		b.WriteString("json_build_object(")
+		for i := start; i < end; i++ {
+			if i > start {
+				b.WriteString(", ")
+			}
+			b.WriteString(names[i] + ", " + exprs[i])
+		}
+		b.WriteString(")")
+		chunks = append(chunks, b.String())
+	}
+	if len(chunks) == 1 {
+		return chunks[0]
+	}
+	var b strings.Builder
+	b.WriteString("(")
+	for i, c := range chunks {
+		switch {
+		case i == 0:
+			b.WriteString("left(" + c + "::text, -1)")
+		case i == len(chunks)-1:
+			b.WriteString(" || ', ' || substr(" + c + "::text, 2)")
+		default:
+			b.WriteString(" || ', ' || substr(left(" + c + "::text, -1), 2)")
+		}
+	}
+	b.WriteString(")::json")
+	return b.String()
+}
+
+// object gives the JSON object of node n for the row aliased a: its columns,
+// then its relations and aggregates.
+func (g *sqlgen) object(n *node, a string) string {
+	var names, exprs []string
+	for _, c := range n.columns {
+		field := c
+		if to, ok := n.rename.Lookup(c); ok {
+			field = to
+		}
+		names = append(names, lit(field))
+		exprs = append(exprs, col(a, c))
+	}
+	for _, ch := range n.children {
+		names = append(names, lit(ch.field))
+		exprs = append(exprs, g.child(ch, a))
+	}
+	return buildObject(names, exprs)
+}
+
+// value is what one related row contributes: its object, or with scalar its one column.
+func (g *sqlgen) value(n *node, a string) string {
+	if n.scalar && len(n.columns) == 1 {
+		return col(a, n.columns[0])
+	}
+	return g.object(n, a)
+}
+
+// order gives the ORDER BY terms of an array: order_by, else the key, so a
+// document is the same every time it is built.
+func order(n *node, a string) string {
+	var terms []string
+	if len(n.orderBy) > 0 {
+		for _, o := range n.orderBy {
+			t := col(a, o.Column)
+			if o.Desc {
+				t += " DESC"
+			}
+			terms = append(terms, t)
+		}
+	} else {
+		for _, k := range n.key {
+			terms = append(terms, col(a, k))
+		}
+	}
+	if len(terms) == 0 {
+		return ""
+	}
+	return " ORDER BY " + strings.Join(terms, ", ")
+}
+
+// child gives the expression of one relation or aggregate of the row aliased up.
+func (g *sqlgen) child(n *node, up string) string {
+	a := g.alias()
+	switch n.kind {
+	case config.BelongsTo, config.HasOne:
+		return "(SELECT " + g.value(n, a) + " FROM " + from(n.info, n.where, a) + " WHERE " + on(n.join, up, a) + " LIMIT 1)"
+	case config.HasMany:
+		var src string
+		if n.limit > 0 {
+			inner := g.alias()
+			src = "(SELECT " + inner + ".* FROM " + from(n.info, n.where, inner) + " WHERE " + on(n.join, up, inner) +
+				order(n, inner) + " LIMIT " + strconv.Itoa(n.limit) + ") AS " + a
+		} else {
+			src = from(n.info, n.where, a) + " WHERE " + on(n.join, up, a)
+		}
+		return "COALESCE((SELECT json_agg(" + g.value(n, a) + order(n, a) + ") FROM " + src + "), '[]'::json)"
+	case config.ManyToMany:
+		th := g.alias()
+		var src string
+		if n.limit > 0 {
+			inner := g.alias()
+			src = "(SELECT " + inner + ".* FROM " + from(n.through, "", th) + " JOIN " + from(n.info, n.where, inner) +
+				" ON " + on(n.targetJoin, th, inner) + " WHERE " + on(n.join, up, th) + order(n, inner) +
+				" LIMIT " + strconv.Itoa(n.limit) + ") AS " + a
+		} else {
+			src = from(n.through, "", th) + " JOIN " + from(n.info, n.where, a) + " ON " + on(n.targetJoin, th, a) +
+				" WHERE " + on(n.join, up, th)
+		}
+		return "COALESCE((SELECT json_agg(" + g.value(n, a) + order(n, a) + ") FROM " + src + "), '[]'::json)"
+	case "aggregate":
+		src := from(n.info, n.where, a) + " WHERE " + on(n.join, up, a)
+		switch n.fn {
+		case config.Count:
+			return "(SELECT count(*) FROM " + src + ")"
+		case config.IDs:
+			var v string
+			if len(n.key) == 1 {
+				v = col(a, n.key[0])
+			} else {
+				var names, exprs []string
+				for _, k := range n.key {
+					names = append(names, lit(k))
+					exprs = append(exprs, col(a, k))
+				}
+				v = buildObject(names, exprs)
+			}
+			return "COALESCE((SELECT json_agg(" + v + order(&node{key: n.key}, a) + ") FROM " + src + "), '[]'::json)"
+		default:
+			return "(SELECT " + n.fn + "(" + col(a, n.column) + ") FROM " + src + ")"
+		}
+	}
+	panic("build: unknown node kind " + n.kind)
+}
+
+// keyObject gives the key JSON object of the key expressions.
+func keyObject(cols, exprs []string) string {
+	names := make([]string, len(cols))
+	for i, c := range cols {
+		names[i] = lit(c)
+	}
+	return buildObject(names, exprs)
+}
+
+// documentSQL is Build's statement: one text[] parameter per key column;
+// every key comes back, with a NULL document when its row is gone.
+func documentSQL(ix *Index) string {
+	g := &sqlgen{}
+	var vs, casts, keyExprs, texts, conds []string
+	for i, c := range ix.keyCols {
+		v := "v" + strconv.Itoa(i)
+		k := "k" + strconv.Itoa(i)
+		vs = append(vs, v)
+		casts = append(casts, "v."+v+"::"+ix.keyType[i]+" AS "+k)
+		keyExprs = append(keyExprs, "k."+k)
+		texts = append(texts, "k."+k+"::text")
+		conds = append(conds, col("t0", c)+" = k."+k)
+	}
+	params := make([]string, len(vs))
+	for i := range vs {
+		params[i] = "$" + strconv.Itoa(i+1) + "::text[]"
+	}
+	var b strings.Builder
+	b.WriteString("SELECT " + keyObject(ix.keyCols, keyExprs) + " AS key, " + strings.Join(texts, ", ") + ", d.doc\n")
+	b.WriteString("FROM (SELECT " + strings.Join(casts, ", ") + " FROM unnest(" + strings.Join(params, ", ") + ") AS v(" + strings.Join(vs, ", ") + ")) AS k\n")
+	b.WriteString("LEFT JOIN LATERAL (SELECT " + g.object(ix.root, "t0") + " AS doc\n")
+	b.WriteString("  FROM " + from(ix.root.info, ix.root.where, "t0") + " WHERE " + strings.Join(conds, " AND ") + ") AS d ON true")
+	return b.String()
+}
+
+// scanSQL is Scan's statement: keyset pagination over the root key, with
+// the lower bound when after, the upper bound when upTo, and $n the limit
+// (NULL: none).
+func scanSQL(ix *Index, after, upTo bool) string {
+	g := &sqlgen{}
+	var keyExprs, texts, cols []string
+	for _, c := range ix.keyCols {
+		keyExprs = append(keyExprs, col("t0", c))
+		texts = append(texts, col("t0", c)+"::text")
+		cols = append(cols, col("t0", c))
+	}
+	n := 0
+	params := func() string {
+		ps := make([]string, len(ix.keyCols))
+		for i := range ix.keyCols {
+			n++
+			ps[i] = "$" + strconv.Itoa(n) + "::" + ix.keyType[i]
+		}
+		return "(" + strings.Join(ps, ", ") + ")"
+	}
+	var conds []string
+	row := "(" + strings.Join(cols, ", ") + ")"
+	if after {
+		conds = append(conds, row+" > "+params())
+	}
+	if upTo {
+		conds = append(conds, row+" <= "+params())
+	}
+	var b strings.Builder
+	b.WriteString("SELECT " + keyObject(ix.keyCols, keyExprs) + " AS key, " + strings.Join(texts, ", ") + ",\n  " + g.object(ix.root, "t0") + " AS doc\n")
+	b.WriteString("FROM " + from(ix.root.info, ix.root.where, "t0"))
+	if len(conds) > 0 {
+		b.WriteString("\nWHERE " + strings.Join(conds, " AND "))
+	}
+	b.WriteString("\nORDER BY " + strings.Join(cols, ", ") + "\nLIMIT $" + strconv.Itoa(n+1) + "::bigint")
+	return b.String()
+}
+
+// ScanSQL is Scan's statement, for explain: with both bounds.
+func (ix *Index) ScanSQL() string { return scanSQL(ix, true, true) }
+
+// Build builds the documents of keys with one query, calling fn once per
+// distinct key (Doc.Doc nil: the root row is gone, write a delete).
+func (ix *Index) Build(ctx context.Context, q Querier, keys []Key, fn func(Doc) error) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	cols := make([][]string, len(ix.keyCols))
+	seen := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		if len(k) != len(ix.keyCols) {
+			return fmt.Errorf("index %s: key %v has %d values, the key %v has %d columns", ix.Name(), k, len(k), ix.keyCols, len(ix.keyCols))
+		}
+		id := strings.Join(k, "\x00")
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		for i, v := range k {
+			cols[i] = append(cols[i], v)
+		}
+	}
+	args := make([]any, len(cols))
+	for i := range cols {
+		args[i] = cols[i]
+	}
+	_, _, err := ix.run(ctx, q, ix.docSQL, args, fn)
+	if err != nil {
+		return fmt.Errorf("index %s: build documents: %w", ix.Name(), err)
+	}
+	return nil
+}
+
+// Scan builds documents for root rows with key > after (nil: from the start)
+// and key <= upTo (nil: no upper bound), in key order, at most limit rows
+// (0: no limit). It returns the last key seen and the count.
+func (ix *Index) Scan(ctx context.Context, q Querier, after, upTo Key, limit int, fn func(Doc) error) (Key, int, error) {
+	var args []any
+	for _, k := range []Key{after, upTo} {
+		if k == nil {
+			continue
+		}
+		if len(k) != len(ix.keyCols) {
+			return nil, 0, fmt.Errorf("index %s: key %v has %d values, the key %v has %d columns", ix.Name(), k, len(k), ix.keyCols, len(ix.keyCols))
+		}
+		for _, v := range k {
+			args = append(args, v)
+		}
+	}
+	if limit > 0 {
+		args = append(args, limit)
+	} else {
+		args = append(args, nil)
+	}
+	last, n, err := ix.run(ctx, q, scanSQL(ix, after != nil, upTo != nil), args, fn)
+	if err != nil {
+		return nil, n, fmt.Errorf("index %s: scan documents: %w", ix.Name(), err)
+	}
+	return last, n, nil
+}
+
+// run reads (key json, key texts..., doc) rows without copying the documents.
+func (ix *Index) run(ctx context.Context, q Querier, sql string, args []any, fn func(Doc) error) (Key, int, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer rows.Close()
+	nk := len(ix.keyCols)
+	var last Key
+	n := 0
+	for rows.Next() {
+		raw := rows.RawValues()
+		if len(raw) != nk+2 {
+			return nil, n, fmt.Errorf("document query returned %d columns, want %d", len(raw), nk+2)
+		}
+		vals := make(Key, nk)
+		for i := range vals {
+			vals[i] = string(raw[1+i])
+		}
+		d := Doc{Key: raw[0], Values: vals, Doc: raw[nk+1]}
+		if nk == 1 {
+			d.ID = vals[0]
+		} else {
+			d.ID = strings.Join(vals, ":")
+		}
+		if err := fn(d); err != nil {
+			return nil, n, err
+		}
+		last = vals
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		return nil, n, err
+	}
+	return last, n, nil
+}

@@ -1,0 +1,150 @@
+package build
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/flusso-pg/flusso-pg/internal/config"
+)
+
+// Problem severities.
+const (
+	SeverityError   = "error"
+	SeverityWarning = "warning"
+	SeverityInfo    = "info"
+)
+
+// Problem is one verdict about the config against the live catalog.
+type Problem struct {
+	Severity string `json:"severity"` // error | warning | info
+	// Code is one of missing_schema, missing_table, missing_column, no_key,
+	// join_types, aggregate_type, order_by_column, replica_identity,
+	// nullable_join, not_a_table, invalid_sql.
+	Code    string `json:"code"`
+	Index   string `json:"index"`
+	Path    string `json:"path"`
+	Table   string `json:"table,omitempty"`
+	Column  string `json:"column,omitempty"`
+	Message string `json:"message"`       // one readable sentence naming index, table, column
+	Fix     string `json:"fix,omitempty"` // SQL to run when there is one
+}
+
+func (p Problem) String() string {
+	s := fmt.Sprintf("%s: index %s: %s: %s", p.Severity, p.Index, p.Path, p.Message)
+	if p.Fix != "" {
+		s += "\n    fix: " + p.Fix
+	}
+	return s
+}
+
+// HasError reports whether any problem is an error.
+func HasError(problems []Problem) bool { return hasError(problems) }
+
+func hasError(problems []Problem) bool {
+	for _, p := range problems {
+		if p.Severity == SeverityError {
+			return true
+		}
+	}
+	return false
+}
+
+// WriteProblems writes problems one per entry, readable, errors first.
+func WriteProblems(w io.Writer, problems []Problem) error {
+	for _, sev := range []string{SeverityError, SeverityWarning, SeverityInfo} {
+		for _, p := range problems {
+			if p.Severity == sev {
+				if _, err := fmt.Fprintln(w, p.String()); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (c *compiler) missingColumn(code, path string, t *TableInfo, col, what string) {
+	msg := fmt.Sprintf("%s names column %s, which table %s does not have", what, col, t.Table)
+	if s := config.Suggest(col, t.ColumnNames()); s != "" {
+		msg += fmt.Sprintf(" (did you mean %s?)", s)
+	}
+	c.add(Problem{Severity: SeverityError, Code: code, Path: path, Table: t.Table.String(), Column: col, Message: msg})
+}
+
+// joins checks that each pair names existing columns of comparable types.
+// toOne marks a belongs_to, whose nullable local columns give a null field.
+func (c *compiler) joins(path string, upper, lower *TableInfo, pairs config.Pairs, toOne bool) {
+	for _, p := range pairs {
+		uc, ok1 := upper.Column(p.From)
+		if !ok1 {
+			c.missingColumn("missing_column", path, upper, p.From, "join")
+		}
+		lc, ok2 := lower.Column(p.To)
+		if !ok2 {
+			c.missingColumn("missing_column", path, lower, p.To, "join")
+		}
+		if !ok1 || !ok2 {
+			continue
+		}
+		if !comparable(uc, lc) {
+			c.add(Problem{Severity: SeverityError, Code: "join_types", Path: path, Table: lower.Table.String(), Column: p.To,
+				Message: fmt.Sprintf("join %s.%s (%s) = %s.%s (%s) compares incompatible types", upper.Table, p.From, uc.Type, lower.Table, p.To, lc.Type),
+				Fix:     fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s;  -- or join other columns", lower.Table, quote(p.To), uc.BaseType)})
+		}
+		if toOne && !uc.NotNull {
+			c.add(Problem{Severity: SeverityInfo, Code: "nullable_join", Path: path, Table: upper.Table.String(), Column: p.From,
+				Message: fmt.Sprintf("%s.%s is nullable: the field is null for rows where it is", upper.Table, p.From)})
+		}
+	}
+}
+
+func comparable(a, b *Column) bool {
+	if a.BaseType == b.BaseType {
+		return true
+	}
+	if a.Category != b.Category {
+		return false
+	}
+	switch a.Category {
+	case "N", "S", "D", "B", "I", "V", "T":
+		return true
+	}
+	return false
+}
+
+// childIdentity checks that a DELETE, or an UPDATE that moves the row, of a
+// table below the root carries the columns pointing toward the root in its
+// old tuple; otherwise the old parent's document would stay stale.
+func (c *compiler) childIdentity(path string, t *TableInfo, cols []string) {
+	if t.ReplicaIdentity != IdentityNothing && t.InIdentity(cols) {
+		return
+	}
+	var why string
+	switch {
+	case t.ReplicaIdentity == IdentityNothing:
+		why = "REPLICA IDENTITY NOTHING sends no old row at all"
+	case len(t.IdentityColumns) == 0:
+		why = fmt.Sprintf("REPLICA IDENTITY %s with no primary key sends no old row at all", t.ReplicaIdentity)
+	default:
+		why = fmt.Sprintf("REPLICA IDENTITY %s sends only %s in the old row", t.ReplicaIdentity, strings.Join(t.IdentityColumns, ", "))
+	}
+	c.add(Problem{Severity: SeverityError, Code: "replica_identity", Path: path, Table: t.Table.String(), Column: strings.Join(cols, ", "),
+		Message: fmt.Sprintf("table %s: %s, not %s, so a DELETE or an UPDATE that changes %s cannot say which document held the row, and that document would stay stale",
+			t.Table, why, strings.Join(cols, ", "), strings.Join(cols, ", ")),
+		Fix: fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY FULL;", t.Table)})
+}
+
+// rootIdentity checks that a DELETE of a root row carries its key.
+func (c *compiler) rootIdentity(n *node) {
+	t := n.info
+	if len(n.key) == 0 || (t.ReplicaIdentity != IdentityNothing && t.InIdentity(n.key)) {
+		return
+	}
+	c.add(Problem{Severity: SeverityError, Code: "replica_identity", Path: n.path + ".table", Table: t.Table.String(), Column: strings.Join(n.key, ", "),
+		Message: fmt.Sprintf("root table %s has REPLICA IDENTITY %s, whose old row does not carry the key %s, so a DELETE cannot say which document to delete",
+			t.Table, t.ReplicaIdentity, strings.Join(n.key, ", ")),
+		Fix: fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY FULL;", t.Table)})
+}
+
+func quote(s string) string { return quoteIdent(s) }
