@@ -1,0 +1,185 @@
+// Command latency measures commit-to-line latency of a change stream: it
+// commits single-row updates at a steady rate and times how long each takes
+// to appear as a line on the standard output of a consumer command
+// (flusso-pg follow, or pg_recvlogical with wal2json). Used by bench/stream.sh.
+//
+//	latency -dsn postgres://... -rate 1000 -duration 20s -cmd 'flusso-pg follow --config x.yaml'
+//
+// The table is items(id bigint primary key, v int), pre-filled with enough
+// rows; commit k updates row k, so the line for row k is the line of commit k.
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"sort"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+var idPattern = regexp.MustCompile(`"id":"?(\d+)"?|"name":"id"(?:,"type":"[^"]*")?,"value":(\d+)`)
+
+func main() {
+	dsn := flag.String("dsn", "", "database to write to")
+	rate := flag.Int("rate", 1000, "commits per second")
+	duration := flag.Duration("duration", 20*time.Second, "how long to write")
+	command := flag.String("cmd", "", "consumer command; its stdout is read")
+	first := flag.Int64("first", 1, "first row id to update (row 0 is used to warm up)")
+	flag.Parse()
+	if err := run(*dsn, *rate, *duration, *command, *first); err != nil {
+		fmt.Fprintln(os.Stderr, "latency:", err)
+		os.Exit(1)
+	}
+}
+
+func run(dsn string, rate int, duration time.Duration, command string, first int64) error {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+
+	cmd := exec.Command("sh", "-c", command)
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		cmd.Wait()
+	}()
+
+	var mu sync.Mutex
+	seen := map[int64]time.Time{}
+	warm := make(chan struct{}, 1)
+	var warmAfter time.Time
+	go func() {
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 1<<20), 64<<20)
+		for sc.Scan() {
+			now := time.Now()
+			for _, m := range idPattern.FindAllSubmatch(sc.Bytes(), -1) {
+				s := m[1]
+				if len(s) == 0 {
+					s = m[2]
+				}
+				id, _ := strconv.ParseInt(string(s), 10, 64)
+				mu.Lock()
+				if id == 0 && !warmAfter.IsZero() && now.After(warmAfter) {
+					select {
+					case warm <- struct{}{}:
+					default:
+					}
+				}
+				if _, ok := seen[id]; !ok && id != 0 {
+					seen[id] = now
+				}
+				mu.Unlock()
+			}
+		}
+	}()
+
+	// Warm up: the consumer is streaming once an update of row 0 comes through.
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		mu.Lock()
+		warmAfter = time.Now()
+		mu.Unlock()
+		if _, err := conn.Exec(ctx, "UPDATE items SET v = v + 1 WHERE id = 0"); err != nil {
+			return err
+		}
+		select {
+		case <-warm:
+		case <-time.After(500 * time.Millisecond):
+			if time.Now().After(deadline) {
+				return fmt.Errorf("the consumer did not stream within 5 minutes")
+			}
+			continue
+		}
+		break
+	}
+	mu.Lock()
+	seen = map[int64]time.Time{}
+	mu.Unlock()
+
+	n := int(duration.Seconds() * float64(rate))
+	committed := make([]time.Time, n)
+	interval := time.Second / time.Duration(rate)
+	start := time.Now()
+	for k := 0; k < n; k++ {
+		next := start.Add(time.Duration(k) * interval)
+		if d := time.Until(next); d > 0 {
+			time.Sleep(d)
+		}
+		if _, err := conn.Exec(ctx, "UPDATE items SET v = v + 1 WHERE id = $1", first+int64(k)); err != nil {
+			return err
+		}
+		committed[k] = time.Now()
+	}
+	achieved := float64(n) / time.Since(start).Seconds()
+	// Wait for the tail.
+	wait := time.Now().Add(30 * time.Second)
+	for time.Now().Before(wait) {
+		mu.Lock()
+		got := len(seen)
+		mu.Unlock()
+		if got >= n {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	lat := make([]float64, 0, n)
+	missing := 0
+	for k := 0; k < n; k++ {
+		t, ok := seen[first+int64(k)]
+		if !ok {
+			missing++
+			continue
+		}
+		d := t.Sub(committed[k]).Seconds() * 1000
+		if d < 0 {
+			d = 0 // the line came before the client saw its COMMIT return
+		}
+		lat = append(lat, d)
+	}
+	if len(lat) == 0 {
+		return fmt.Errorf("no line seen for any of %d commits", n)
+	}
+	sort.Float64s(lat)
+	q := func(p float64) float64 { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	fmt.Printf("commits %d rate %.0f/s lines %d missing %d p50_ms %.2f p95_ms %.2f p99_ms %.2f max_ms %.2f\n",
+		n, achieved, len(lat), missing, q(0.50), q(0.95), q(0.99), lat[len(lat)-1])
+	// A histogram: counts per latency bucket (ms).
+	bounds := []float64{0.5, 1, 2, 3, 5, 10, 25, 50, 100, 250, 1000}
+	counts := make([]int, len(bounds)+1)
+	for _, d := range lat {
+		i := sort.SearchFloat64s(bounds, d)
+		counts[i]++
+	}
+	fmt.Print("histogram_ms")
+	for i, b := range bounds {
+		fmt.Printf(" <=%g:%d", b, counts[i])
+	}
+	fmt.Printf(" >%g:%d\n", bounds[len(bounds)-1], counts[len(bounds)])
+	if missing > 0 {
+		return fmt.Errorf("%d commits never produced a line", missing)
+	}
+	return nil
+}

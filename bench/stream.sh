@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Streaming benchmarks, side by side in one run (issue: follow, benchmarks):
+#   rows:      flusso-pg follow on a root-only index vs pg_recvlogical + wal2json
+#              (format-version 2) draining the same N committed single-row updates;
+#   documents: flusso-pg follow on the blog posts index turning N comment
+#              updates into documents vs COPY of the reference query over the
+#              affected posts;
+#   latency:   commit-to-line p50/p95/p99 at a steady rate, both tools;
+#   idle:      flusso-pg's CPU while idle, and the slot's retained WAL 30 s
+#              after the last write.
+# Usage: bench/stream.sh [UPDATES=200000] [RUNS=3] [RATE=1000]
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+N=${1:-200000}
+RUNS=${2:-3}
+RATE=${3:-1000}
+bench_need
+work=$(mktemp -d /tmp/flusso-bench-stream.XXXXXX)
+chmod 755 "$work"
+trap 'pg_stop; rm -rf "$work"' EXIT
+pg_start "$work/pg"
+FLUSSO="$work/flusso-pg"
+build_flusso "$FLUSSO"
+failed=0
+
+lsn_now() { psql -Atq -d "$1" -c "SELECT pg_current_wal_lsn()"; }
+slot_reached() { # DB SLOT LSN
+  psql -Atq -d "$1" -c "SELECT confirmed_flush_lsn >= '$3'::pg_lsn FROM pg_replication_slots WHERE slot_name = '$2'"
+}
+wait_slot() { # DB SLOT LSN TIMEOUT_S
+  local end=$(( $(date +%s) + $4 ))
+  until [ "$(slot_reached "$1" "$2" "$3")" = t ]; do
+    [ "$(date +%s)" -lt "$end" ] || return 1
+    sleep 0.05
+  done
+}
+
+# ---------------------------------------------------------------- rows
+createdb rows
+psql -q -d rows -c "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, note text);
+  INSERT INTO items SELECT g, 0, 'item ' || g FROM generate_series(0, 100000) g; ANALYZE items;"
+cat >"$work/rows.yaml" <<YAML
+source: {dsn: "$(dsn rows)", slot: flusso_rows, publication: flusso_rows}
+state: {dir: $work/state-rows}
+indexes:
+  - {name: items, table: public.items}
+YAML
+cat >"$work/update.sql" <<'SQL'
+\set id random(1, 100000)
+UPDATE items SET v = v + 1 WHERE id = :id;
+SQL
+rows_flusso=(); rows_peer=()
+for run in $(seq "$RUNS"); do
+  # flusso-pg: first start creates slot + backfill; stop; write N commits; time the drain.
+  rm -rf "$work/state-rows"; psql -q -d rows -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name IN ('flusso_rows','w2j_rows')" >/dev/null
+  "$FLUSSO" follow --config "$work/rows.yaml" --log-level warn >/dev/null & pid=$!
+  sleep 0.5; wait_slot rows flusso_rows "$(lsn_now rows)" 120 || { echo "rows: flusso-pg did not start"; failed=1; }
+  kill -TERM $pid; wait $pid || true
+  psql -q -d rows -c "SELECT pg_create_logical_replication_slot('w2j_rows', 'wal2json')" >/dev/null
+  pgbench -n -q -c 4 -j 2 -t $((N / 4)) -f "$work/update.sql" rows >/dev/null 2>&1
+  end=$(lsn_now rows)
+  t0=$(now_ns)
+  /usr/bin/time -v -o "$work/rows-flusso.time" "$FLUSSO" follow --config "$work/rows.yaml" --log-level warn >"$work/rows-flusso.out" & pid=$!
+  wait_slot rows flusso_rows "$end" 600 || { echo "rows: flusso-pg did not drain"; failed=1; }
+  t1=$(now_ns); kill -TERM $pid; wait $pid || true
+  rows_flusso+=("$(awk -v n="$N" -v d=$((t1 - t0)) 'BEGIN{print n / (d / 1e9)}')")
+  t0=$(now_ns)
+  /usr/bin/time -v -o "$work/rows-peer.time" pg_recvlogical -d "$(dsn rows)" --slot w2j_rows --start --endpos "$end" \
+    -o format-version=2 -f "$work/rows-peer.out" || { echo "rows: pg_recvlogical failed"; failed=1; }
+  t1=$(now_ns)
+  rows_peer+=("$(awk -v n="$N" -v d=$((t1 - t0)) 'BEGIN{print n / (d / 1e9)}')")
+  echo "  run $run: flusso-pg ${rows_flusso[-1]} rows/s (peak RSS $(peak_rss_kb "$work/rows-flusso.time") kB, $(wc -l <"$work/rows-flusso.out") lines), pg_recvlogical+wal2json ${rows_peer[-1]} rows/s (peak RSS $(peak_rss_kb "$work/rows-peer.time") kB)"
+done
+report "stream rows ($N single-row updates)" "$(printf '%s\n' "${rows_flusso[@]}" | median)" "$(printf '%s\n' "${rows_peer[@]}" | median)" "changes/s"
+
+# ---------------------------------------------------------------- documents
+blog_load blog 20000 100000 1000
+sed -e "s#postgres://postgres@127.0.0.1:5432/blog?sslmode=disable#$(dsn blog)#" "$BENCH_ROOT/workloads/blog/flusso.yaml" >"$work/blog.yaml"
+printf 'state: {dir: %s}\n' "$work/state-blog" >>"$work/blog.yaml"
+cat >"$work/comment.sql" <<'SQL'
+\set id random(1, 100000)
+UPDATE comments SET score = score + 1 WHERE id = :id;
+SQL
+docs_flusso=(); docs_peer=()
+for run in $(seq "$RUNS"); do
+  rm -rf "$work/state-blog"; psql -q -d blog -c "SELECT pg_drop_replication_slot('flusso_blog') FROM pg_replication_slots WHERE slot_name = 'flusso_blog'" >/dev/null
+  "$FLUSSO" follow --config "$work/blog.yaml" --log-level warn >/dev/null & pid=$!
+  sleep 0.5; wait_slot blog flusso_blog "$(lsn_now blog)" 300 || { echo "documents: flusso-pg did not start"; failed=1; }
+  kill -TERM $pid; wait $pid || true
+  psql -q -d blog -c "CREATE TABLE IF NOT EXISTS touched (post_id bigint); TRUNCATE touched" >/dev/null
+  pgbench -n -q -c 4 -j 2 -t $((N / 4)) -f "$work/comment.sql" blog >/dev/null 2>&1
+  end=$(lsn_now blog)
+  t0=$(now_ns)
+  /usr/bin/time -v -o "$work/docs-flusso.time" "$FLUSSO" follow --config "$work/blog.yaml" --log-level warn >"$work/docs-flusso.out" & pid=$!
+  wait_slot blog flusso_blog "$end" 900 || { echo "documents: flusso-pg did not drain"; failed=1; }
+  t1=$(now_ns); kill -TERM $pid; wait $pid || true
+  lines=$(wc -l <"$work/docs-flusso.out")
+  docs_flusso+=("$(awk -v n="$lines" -v d=$((t1 - t0)) 'BEGIN{print n / (d / 1e9)}')")
+  # The peer: COPY of the reference query over the same affected posts.
+  grep -o '"id":"[0-9]*"' "$work/docs-flusso.out" | tr -dc '0-9\n' | sort -u >"$work/affected"
+  psql -q -d blog -c "TRUNCATE touched" -c "\\copy touched FROM '$work/affected'" >/dev/null
+  ref=$(sed -e 's/--.*$//' "$BENCH_ROOT/workloads/blog/reference.sql" | tr '\n' ' ')
+  t0=$(now_ns)
+  psql -q -d blog -c "COPY ($ref WHERE p.id IN (SELECT post_id FROM touched)) TO STDOUT" >"$work/docs-peer.out"
+  t1=$(now_ns)
+  docs_peer+=("$(awk -v n="$(wc -l <"$work/docs-peer.out")" -v d=$((t1 - t0)) 'BEGIN{print n / (d / 1e9)}')")
+  echo "  run $run: flusso-pg $lines documents at ${docs_flusso[-1]}/s (peak RSS $(peak_rss_kb "$work/docs-flusso.time") kB), COPY $(wc -l <"$work/docs-peer.out") documents at ${docs_peer[-1]}/s"
+done
+report "stream documents ($N comment updates)" "$(printf '%s\n' "${docs_flusso[@]}" | median)" "$(printf '%s\n' "${docs_peer[@]}" | median)" "docs/s"
+
+# ---------------------------------------------------------------- latency
+createdb lat
+psql -q -d lat -c "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL);
+  INSERT INTO items SELECT g, 0 FROM generate_series(0, 400000) g; ANALYZE items;"
+cat >"$work/lat.yaml" <<YAML
+source: {dsn: "$(dsn lat)", slot: flusso_lat, publication: flusso_lat}
+state: {dir: $work/state-lat}
+indexes:
+  - {name: items, table: public.items}
+YAML
+(cd "$BENCH_ROOT" && go build -o "$work/latency" ./bench/latency)
+echo "latency at $RATE commits/s (synchronous_commit on):"
+"$work/latency" -dsn "$(dsn lat)" -rate "$RATE" -duration 20s -first 1 \
+  -cmd "$FLUSSO follow --config $work/lat.yaml --log-level warn" | sed 's/^/  flusso-pg: /' || failed=1
+psql -q -d lat -c "SELECT pg_create_logical_replication_slot('w2j_lat', 'wal2json')" >/dev/null
+"$work/latency" -dsn "$(dsn lat)" -rate "$RATE" -duration 20s -first 200001 \
+  -cmd "pg_recvlogical -d '$(dsn lat)' --slot w2j_lat --start -o format-version=2 -s 1 -f -" | sed 's/^/  pg_recvlogical+wal2json: /' || failed=1
+
+# ---------------------------------------------------------------- idle
+"$FLUSSO" follow --config "$work/lat.yaml" --log-level warn >/dev/null & pid=$!
+sleep 3
+psql -q -d lat -c "UPDATE items SET v = v + 1 WHERE id < 1000" >/dev/null
+psql -q -d lat -c "CHECKPOINT" >/dev/null
+sleep 2
+ticks0=$(awk '{print $14 + $15}' /proc/$pid/stat)
+sleep 30
+ticks1=$(awk '{print $14 + $15}' /proc/$pid/stat)
+retained=$(psql -Atq -d lat -c "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) FROM pg_replication_slots WHERE slot_name = 'flusso_lat'")
+kill -TERM $pid; wait $pid || true
+hz=$(getconf CLK_TCK)
+awk -v t=$((ticks1 - ticks0)) -v hz="$hz" -v r="$retained" 'BEGIN { printf "idle: flusso-pg CPU %.2f%% over 30 s; slot retains %.0f bytes of WAL 30 s after the last write\n", 100 * t / hz / 30, r }'
+
+exit $failed

@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""A worked example of a reader that acknowledges what it has indexed.
+
+    mkfifo /tmp/flusso-acks
+    flusso-pg follow --config flusso.yaml --ack-file /tmp/flusso-acks \
+        | python3 ack_reader.py --ack-file /tmp/flusso-acks --index-file docs.ndjson
+
+flusso-pg confirms its replication slot only up to the LSNs this reader writes
+back, so a crash of the reader after reading but before indexing loses nothing:
+flusso-pg delivers those lines again on its next start.
+
+The rules this reader follows:
+  * lines arrive in non-decreasing "lsn" order;
+  * the last line of every batch flusso-pg flushes carries "ack": true;
+  * write back an LSN only when every line with that LSN or older is durably
+    indexed: i.e. after a line marked "ack": true, ack its "lsn" once the
+    batch is stored. (Seeing a line with a greater LSN also proves that all
+    lines of the older LSNs have arrived.)
+
+Here "indexing" appends the folded documents to a file and fsyncs it; a real
+reader would send a bulk request to Elasticsearch, OpenSearch, Meilisearch or
+Typesense and wait for it to succeed.
+"""
+import argparse
+import json
+import os
+import sys
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ack-file", required=True, help="the FIFO passed to flusso-pg --ack-file")
+    ap.add_argument("--index-file", required=True, help="where the example 'indexes' documents")
+    ap.add_argument("--batch", type=int, default=500, help="lines per bulk request")
+    args = ap.parse_args()
+
+    acks = open(args.ack_file, "w", buffering=1)  # line-buffered: one LSN per line
+    index = open(args.index_file, "a")
+    batch = []
+
+    def index_batch():
+        # One bulk request: here, append and fsync.
+        for line in batch:
+            index.write(json.dumps(line) + "\n")
+        index.flush()
+        os.fsync(index.fileno())
+        batch.clear()
+
+    for raw in sys.stdin:
+        line = json.loads(raw)
+        batch.append(line)
+        if line.get("ack") or len(batch) >= args.batch:
+            index_batch()
+        if line.get("ack"):
+            # Everything up to this line is stored: flusso-pg may confirm it.
+            acks.write(line["lsn"] + "\n")
+
+
+if __name__ == "__main__":
+    main()
