@@ -226,4 +226,3 @@ func TestWideTable(t *testing.T) {
 		t.Errorf("150 columns: keys or values differ\n got: %s\nwant: %s", got, want)
 	}
 }
-
