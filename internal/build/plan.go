@@ -101,6 +101,16 @@ func Compile(ctx context.Context, q Querier, cfg *config.Config) (*Plan, []Probl
 		return nil, nil, err
 	}
 	p, problems := NewPlan(cat, cfg)
+	if p != nil {
+		more, err := checkSQL(ctx, q, p)
+		if err != nil {
+			return nil, problems, err
+		}
+		problems = append(problems, more...)
+		if hasError(more) {
+			p = nil
+		}
+	}
 	return p, problems, nil
 }
 

@@ -28,6 +28,7 @@ type resolver struct {
 	query  string   // "" when every place is direct
 	fill   string   // current capture values by key, for TOAST values not sent
 	branch []string // the query's parts, for explain
+	names  []string // the indexes that read the table
 }
 
 // direct takes an index's root key from positions of the row's values.
@@ -50,6 +51,9 @@ func (p *Plan) newResolver(t change.Table) *resolver {
 	}
 	for _, o := range occ {
 		ix := o.ix
+		if !contains(r.names, ix.Name()) {
+			r.names = append(r.names, ix.Name())
+		}
 		if len(o.hops) == 0 {
 			d := direct{ix: ix, path: o.path}
 			for _, k := range ix.root.key {
@@ -400,4 +404,8 @@ func indexOf(list []string, s string) int {
 		}
 	}
 	return -1
+}
+
+func (r *resolver) ixNames() string {
+	return strings.Join(r.names, ", ")
 }

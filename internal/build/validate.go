@@ -1,6 +1,7 @@
 package build
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -148,3 +149,62 @@ func (c *compiler) rootIdentity(n *node) {
 }
 
 func quote(s string) string { return quoteIdent(s) }
+
+// checkSQL has the server parse what users write as SQL (where) and then
+// every generated statement, so a typo is reported at start, naming its
+// place, rather than on the first change.
+func checkSQL(ctx context.Context, q Querier, p *Plan) ([]Problem, error) {
+	var problems []Problem
+	explain := func(sql string, args ...any) error {
+		rows, err := q.Query(ctx, "EXPLAIN "+sql, args...)
+		if err != nil {
+			return err
+		}
+		rows.Close()
+		return rows.Err()
+	}
+	var walk func(ix *Index, n *node)
+	bad := false
+	walk = func(ix *Index, n *node) {
+		if n.where != "" {
+			if err := explain("SELECT 1 FROM " + n.info.Table.Quoted() + " WHERE (" + n.where + ")"); err != nil {
+				bad = true
+				problems = append(problems, Problem{Severity: SeverityError, Code: "invalid_sql", Index: ix.Name(), Path: n.path + ".where",
+					Table: n.info.Table.String(), Message: fmt.Sprintf("where %q on table %s: %v", n.where, n.info.Table, err),
+					Fix: "write a condition on the columns of " + n.info.Table.String()})
+			}
+		}
+		for _, ch := range n.children {
+			walk(ix, ch)
+		}
+	}
+	for _, ix := range p.Indexes {
+		walk(ix, ix.root)
+	}
+	if bad {
+		return problems, nil
+	}
+	for _, ix := range p.Indexes {
+		args := make([]any, len(ix.keyCols))
+		for i := range args {
+			args[i] = []string{}
+		}
+		if err := explain(ix.docSQL, args...); err != nil {
+			problems = append(problems, Problem{Severity: SeverityError, Code: "invalid_sql", Index: ix.Name(), Path: fmt.Sprintf("index %q", ix.Name()),
+				Table: ix.root.info.Table.String(), Message: fmt.Sprintf("the document query does not run: %v", err)})
+		}
+	}
+	for _, t := range p.tables {
+		if r := p.resolve[t]; r.query != "" {
+			args := make([]any, len(r.cols))
+			for i := range args {
+				args[i] = []string{}
+			}
+			if err := explain(r.query, args...); err != nil {
+				problems = append(problems, Problem{Severity: SeverityError, Code: "invalid_sql", Index: r.ixNames(), Path: "resolution",
+					Table: t.String(), Message: fmt.Sprintf("the resolution query of table %s does not run: %v", t, err)})
+			}
+		}
+	}
+	return problems, nil
+}
