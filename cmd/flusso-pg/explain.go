@@ -1,19 +1,51 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/flusso-pg/flusso-pg/internal/build"
+)
 
 func newExplainCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "explain",
 		Short: "Print the SQL flusso-pg runs: the document query per index, the resolution query per table",
+		Long: `explain compiles the config against the live catalog and prints, per index,
+the statement that builds a batch of documents ($1 is a text[] of keys, one
+array per key column) and the keyset statement the backfill pages with; then,
+per table, how a changed row becomes the root keys to rebuild: read straight
+from the row, or the one query run per batch ($n is a text[] per capture
+column). Paste a statement into psql with EXPLAIN ANALYZE to see its plan.`,
 		Example: `  flusso-pg explain --config flusso.yaml
   flusso-pg explain --config flusso.yaml | less`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, _, err := loadConfig(cmd); err != nil {
+			cfg, _, err := loadConfig(cmd)
+			if err != nil {
 				return err
 			}
-			return notImplemented("explain")
+			plan, problems, err := compilePlan(cmd, cfg)
+			if err != nil {
+				return err
+			}
+			if plan == nil {
+				var b strings.Builder
+				build.WriteProblems(&b, problems)
+				return &exitError{code: 1, msg: "the config does not match the database (run flusso-pg validate):\n" + strings.TrimRight(b.String(), "\n")}
+			}
+			out := cmd.OutOrStdout()
+			for _, ix := range plan.Indexes {
+				fmt.Fprintf(out, "-- index %s (root %s, key %s): document query, $1.. one text[] per key column\n%s;\n\n",
+					ix.Name(), ix.Root(), strings.Join(ix.KeyColumns(), ", "), ix.DocumentSQL())
+				fmt.Fprintf(out, "-- index %s: backfill scan, keys after ($1..) up to (..), LIMIT $n\n%s;\n\n", ix.Name(), ix.ScanSQL())
+			}
+			for _, t := range plan.Tables() {
+				fmt.Fprintf(out, "-- table %s: resolution\n%s\n", t, plan.ResolveSQL(t))
+			}
+			return nil
 		},
 	}
 }
