@@ -1,0 +1,115 @@
+package provision
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
+
+	"github.com/flusso-pg/flusso-pg/internal/build"
+	"github.com/flusso-pg/flusso-pg/internal/config"
+	"github.com/flusso-pg/flusso-pg/internal/state"
+)
+
+// Conn runs queries and statements: *pgx.Conn and *pgxpool.Pool satisfy it.
+type Conn interface {
+	build.Querier
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// Ensure makes the publication ready before the slot is created (a slot
+// created before its publication cannot decode it), as source.provision says:
+//
+//   - auto: create the publication for exactly the tables the indexes read
+//     when it is missing, add the tables it lacks, then check again. It never
+//     drops or narrows anything, never changes a publication's options, and
+//     never adds a table without a replica identity (that would make
+//     Postgres refuse UPDATE and DELETE on it). When it creates the
+//     publication it records so in the state store, for `drop`.
+//   - check: change nothing; refuse to start with the report's failures.
+//   - off: assume all is well; check nothing.
+//
+// It returns the report of the final check (nil with off), and an error
+// wrapping ErrNotReady, listing every failure with its fix, when the
+// database is not ready. plan may be nil.
+func Ensure(ctx context.Context, conn Conn, cfg *config.Config, plan *build.Plan, store *state.Store, log *zap.Logger) (*Report, error) {
+	log = log.With(zap.String("component", "provision"))
+	mode := cfg.Source.Provision
+	if mode == config.ProvisionOff {
+		log.Info("provision is off: not checking the publication, privileges or settings")
+		return nil, nil
+	}
+	in, err := inspect(ctx, conn, cfg, plan)
+	if err != nil {
+		return nil, err
+	}
+	if mode != config.ProvisionAuto {
+		return in.r, in.r.Err()
+	}
+	actions, err := in.apply(ctx, conn, store, log)
+	if err != nil {
+		return in.r, err
+	}
+	if len(actions) > 0 {
+		// Check again: the report must say what the database is now.
+		if in, err = inspect(ctx, conn, cfg, plan); err != nil {
+			return nil, err
+		}
+		in.r.Actions = actions
+	}
+	for _, w := range in.r.Warnings() {
+		log.Warn(w.line(), zap.String("check", w.Check), zap.String("fix", w.Fix))
+	}
+	return in.r, in.r.Err()
+}
+
+// apply creates or extends the publication with the tables flusso-pg may
+// add, and returns the statements it ran.
+func (in *inspection) apply(ctx context.Context, conn Conn, store *state.Store, log *zap.Logger) ([]string, error) {
+	if in.pub != nil && in.pub.AllTables {
+		return nil, nil
+	}
+	var add []*table
+	for _, t := range in.missing() {
+		if in.addable(t) {
+			add = append(add, t)
+		}
+	}
+	if len(add) == 0 {
+		return nil, nil
+	}
+	name := in.cfg.Source.Publication
+	var rec state.Publication
+	had, err := store.Load(state.PublicationRecord, &rec)
+	if err != nil {
+		return nil, err
+	}
+	if in.pub == nil {
+		viaRoot := slices.ContainsFunc(add, func(t *table) bool { return t.Kind == "p" })
+		sql := createSQL(name, add, viaRoot)
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			return nil, fmt.Errorf("create publication %s: %w (to do it by hand: %s)", name, err, sql)
+		}
+		log.Info("created the publication", zap.String("publication", name), zap.String("tables", tableList(add)))
+		// Recorded right after the statement: if the record cannot be
+		// written, `drop` keeps the publication, which is the safe side.
+		if err := store.Save(state.PublicationRecord, state.Publication{Name: name, Created: true, At: time.Now().UTC()}); err != nil {
+			return []string{sql}, fmt.Errorf("created publication %s but could not record it (flusso-pg drop will keep it): %w", name, err)
+		}
+		return []string{sql}, nil
+	}
+	sql := addSQL(name, add)
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		return nil, fmt.Errorf("add tables to publication %s: %w (to do it by hand: %s)", name, err, sql)
+	}
+	log.Info("added tables to the publication", zap.String("publication", name), zap.String("tables", tableList(add)))
+	if !had || rec.Name != name {
+		if err := store.Save(state.PublicationRecord, state.Publication{Name: name, Created: false, At: time.Now().UTC()}); err != nil {
+			return []string{sql}, fmt.Errorf("record publication %s: %w", name, err)
+		}
+	}
+	return []string{sql}, nil
+}
