@@ -309,12 +309,16 @@ func (c *compiler) relation(parent *node, r *config.Relation) *node {
 		}
 	}
 	if n.through != nil {
-		c.joins(path+".through.join", parent.info, n.through, n.join, false)
-		c.joins(path+".through.target_join", n.through, n.info, n.targetJoin, false)
+		c.joins(path+".through.join", parent.info, n.through, n.join, "")
+		c.joins(path+".through.target_join", n.through, n.info, n.targetJoin, "")
 		c.childIdentity(path+".through", n.through, n.join.Tos())
 		c.childIdentity(path, n.info, n.targetJoin.Tos())
 	} else {
-		c.joins(path+".join", parent.info, n.info, n.join, r.Kind == config.BelongsTo)
+		toOne := ""
+		if r.Kind == config.BelongsTo {
+			toOne = r.Name
+		}
+		c.joins(path+".join", parent.info, n.info, n.join, toOne)
 		c.childIdentity(path, n.info, n.join.Tos())
 	}
 	c.children(n, r.Relations, r.Aggregates)
@@ -344,7 +348,7 @@ func (c *compiler) aggregate(parent *node, a *config.Aggregate) *node {
 				Fix:     "use count, min or max, or aggregate a numeric column"})
 		}
 	}
-	c.joins(path+".join", parent.info, n.info, n.join, false)
+	c.joins(path+".join", parent.info, n.info, n.join, "")
 	c.childIdentity(path, n.info, n.join.Tos())
 	return n
 }

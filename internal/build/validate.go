@@ -32,7 +32,7 @@ type Problem struct {
 }
 
 func (p Problem) String() string {
-	s := fmt.Sprintf("%s: index %s: %s: %s", p.Severity, p.Index, p.Path, p.Message)
+	s := fmt.Sprintf("%s: %s: %s", p.Severity, p.Path, p.Message)
 	if p.Fix != "" {
 		s += "\n    fix: " + p.Fix
 	}
@@ -74,8 +74,8 @@ func (c *compiler) missingColumn(code, path string, t *TableInfo, col, what stri
 }
 
 // joins checks that each pair names existing columns of comparable types.
-// toOne marks a belongs_to, whose nullable local columns give a null field.
-func (c *compiler) joins(path string, upper, lower *TableInfo, pairs config.Pairs, toOne bool) {
+// toOne names the field of a belongs_to, whose nullable local columns give a null field.
+func (c *compiler) joins(path string, upper, lower *TableInfo, pairs config.Pairs, toOne string) {
 	for _, p := range pairs {
 		uc, ok1 := upper.Column(p.From)
 		if !ok1 {
@@ -93,9 +93,9 @@ func (c *compiler) joins(path string, upper, lower *TableInfo, pairs config.Pair
 				Message: fmt.Sprintf("join %s.%s (%s) = %s.%s (%s) compares incompatible types", upper.Table, p.From, uc.Type, lower.Table, p.To, lc.Type),
 				Fix:     fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s;  -- or join other columns", lower.Table, quote(p.To), uc.BaseType)})
 		}
-		if toOne && !uc.NotNull {
+		if toOne != "" && !uc.NotNull {
 			c.add(Problem{Severity: SeverityInfo, Code: "nullable_join", Path: path, Table: upper.Table.String(), Column: p.From,
-				Message: fmt.Sprintf("%s.%s is nullable: the field is null for rows where it is", upper.Table, p.From)})
+				Message: fmt.Sprintf("%s.%s is nullable: field %s is null in documents whose %s is NULL", upper.Table, p.From, toOne, p.From)})
 		}
 	}
 }
@@ -120,6 +120,11 @@ func comparable(a, b *Column) bool {
 func (c *compiler) childIdentity(path string, t *TableInfo, cols []string) {
 	if t.ReplicaIdentity != IdentityNothing && t.InIdentity(cols) {
 		return
+	}
+	for _, p := range c.problems {
+		if p.Code == "replica_identity" && p.Index == c.index && p.Table == t.Table.String() {
+			return // one verdict per table and index: the fix is the same
+		}
 	}
 	var why string
 	switch {
