@@ -1,6 +1,22 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/flusso-pg/flusso-pg/internal/build"
+	"github.com/flusso-pg/flusso-pg/internal/config"
+	"github.com/flusso-pg/flusso-pg/internal/output"
+	"github.com/flusso-pg/flusso-pg/internal/snapshot"
+)
 
 func newBackfillCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -8,15 +24,22 @@ func newBackfillCmd() *cobra.Command {
 		Short: "Write every document once, from one consistent snapshot (no slot)",
 		Long: `backfill reads every index from one REPEATABLE READ snapshot shared by all
 workers and writes one upsert line per document, tagged with the snapshot's
-LSN. It creates no replication slot.`,
+LSN (pg_current_wal_lsn() read in the transaction that exports the snapshot).
+It creates no replication slot and keeps no progress: a backfill that is
+stopped starts over when run again. Progress bars go to stderr when it is a
+terminal, log lines otherwise.`,
 		Example: `  flusso-pg backfill --config flusso.yaml > docs.ndjson
   flusso-pg backfill --config flusso.yaml --index posts --workers 4`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, _, err := loadConfig(cmd); err != nil {
+			cfg, log, err := loadConfig(cmd)
+			if err != nil {
 				return err
 			}
-			return notImplemented("backfill")
+			defer log.Sync()
+			ignoreSIGPIPE()
+			indexes, _ := cmd.Flags().GetStringSlice("index")
+			return runBackfill(cmd.Context(), cfg, indexes, log)
 		},
 	}
 	cmd.Flags().String("output", "", `where lines go: "-" for stdout or a file to append to (output.path)`)
@@ -24,4 +47,76 @@ LSN. It creates no replication slot.`,
 	cmd.Flags().Int("workers", 0, "parallel readers (backfill.workers; default: number of CPUs)")
 	cmd.Flags().Int("batch-size", 0, "documents per query (backfill.batch_size)")
 	return cmd
+}
+
+// runBackfill is the one-shot backfill: no slot, no progress kept.
+func runBackfill(ctx context.Context, cfg *config.Config, indexes []string, log *zap.Logger) (err error) {
+	workers := cfg.Backfill.Workers
+	if workers <= 0 {
+		workers = runtime.NumCPU()
+	}
+	pcfg, err := pgxpool.ParseConfig(cfg.Source.DSN)
+	if err != nil {
+		return fmt.Errorf("source.dsn: %w", err)
+	}
+	// One connection per worker, and one to plan with.
+	pcfg.MaxConns = int32(max(workers+1, 2))
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", config.RedactDSN(cfg.Source.DSN), err)
+	}
+	defer pool.Close()
+	if err := pool.Ping(ctx); err != nil {
+		return fmt.Errorf("connect to %s: %w", config.RedactDSN(cfg.Source.DSN), err)
+	}
+	plan, problems, err := build.Compile(ctx, pool, cfg)
+	if err != nil {
+		return err
+	}
+	if err := backfillProblems(problems); err != nil {
+		return err
+	}
+	out, err := output.Open(cfg.Output.Path)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := out.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
+	}()
+	bf := snapshot.New(snapshot.Config{
+		Workers:   workers,
+		BatchSize: cfg.Backfill.BatchSize,
+		Progress:  os.Stderr,
+		Indexes:   indexes,
+	}, plan, pool, out, nil, log)
+	if err := bf.Run(ctx, snapshot.Snapshot{}, nil); err != nil {
+		if errors.Is(err, context.Canceled) {
+			return &exitError{code: 130, msg: "backfill interrupted: the output holds part of the documents; run it again to write them all"}
+		}
+		return fmt.Errorf("backfill: %w", err)
+	}
+	return nil
+}
+
+// backfillProblems turns the catalog problems of error severity into one error
+// listing each with its fix.
+func backfillProblems(problems []build.Problem) error {
+	var b strings.Builder
+	n := 0
+	for _, p := range problems {
+		if p.Severity != "error" {
+			continue
+		}
+		n++
+		b.WriteString("\n  " + p.Message)
+		if p.Fix != "" {
+			b.WriteString("\n    fix: " + p.Fix)
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	return fmt.Errorf("the config does not match the database (%d problems; `flusso-pg validate` lists them):%s", n, b.String())
 }

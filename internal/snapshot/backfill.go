@@ -1,0 +1,324 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/flusso-pg/flusso-pg/internal/build"
+	"github.com/flusso-pg/flusso-pg/internal/output"
+	"github.com/flusso-pg/flusso-pg/internal/state"
+)
+
+// Config tunes a backfill.
+type Config struct {
+	Workers   int  // parallel readers; 0 = runtime.NumCPU()
+	BatchSize int  // documents per query; 0 = 500
+	Fresh     bool // the slot was just created: discard any old progress and start over
+	// Progress receives a progress bar per index when it is a terminal, and
+	// nothing otherwise (a log line every 10 s is written instead). nil: no bars.
+	Progress io.Writer
+	// OnProgress is called about five times a second per index, and once at
+	// the end, with the documents written and the estimate (pg_class.reltuples).
+	OnProgress func(index string, done, estimate int64)
+	Indexes    []string // only these indexes; empty: all
+	// CheckpointInterval is how often progress is flushed and saved; 0 = 1 s.
+	CheckpointInterval time.Duration
+}
+
+// Snapshot is where a backfill reads from: a snapshot exported by another
+// session (the slot's, when the slot was just created) and its position.
+type Snapshot struct {
+	Name string        // "": export our own snapshot
+	LSN  pglogrepl.LSN // written on every line; 0 with Name "": the exporting transaction's pg_current_wal_lsn()
+}
+
+// ErrUnknownIndex is returned when Config.Indexes names an index the plan lacks.
+var ErrUnknownIndex = errors.New("no such index in the config")
+
+// Backfill writes every document of the plan's indexes once, from one
+// consistent snapshot, with parallel workers reading key ranges.
+type Backfill struct {
+	cfg   Config
+	plan  *build.Plan
+	pool  *pgxpool.Pool
+	w     *output.Writer
+	store *state.Store
+	log   *zap.Logger
+
+	prog *progress
+	ckpt *checkpoints
+}
+
+// New prepares a backfill. With store nil no progress is kept: Run always
+// starts from the beginning (the one-shot `backfill` command).
+func New(cfg Config, plan *build.Plan, pool *pgxpool.Pool, w *output.Writer, store *state.Store, log *zap.Logger) *Backfill {
+	if cfg.Workers <= 0 {
+		cfg.Workers = runtime.NumCPU()
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 500
+	}
+	if cfg.CheckpointInterval <= 0 {
+		cfg.CheckpointInterval = time.Second
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Backfill{cfg: cfg, plan: plan, pool: pool, w: w, store: store, log: log.With(zap.String("component", "snapshot"))}
+}
+
+// task is one key range of one index, read by one worker.
+type task struct {
+	ix  *build.Index
+	ip  *indexProgress
+	r   *keyRange
+	bar *bar
+}
+
+// Run backfills every selected index that is not already done according to
+// the store, writing one upsert line per document tagged with the snapshot's
+// LSN. imported is called exactly once, as soon as every worker has imported
+// the snapshot, or at once when there is nothing to import; it is called
+// even when Run fails. Run returns ctx's error when ctx ends first.
+func (b *Backfill) Run(ctx context.Context, snap Snapshot, imported func()) (err error) {
+	var once sync.Once
+	release := func() {
+		once.Do(func() {
+			if imported != nil {
+				imported()
+			}
+		})
+	}
+	defer release()
+
+	indexes, err := b.selected()
+	if err != nil {
+		return err
+	}
+	b.ckpt, err = loadCheckpoints(b.store, b.cfg.Fresh, b.plan, b.log)
+	if err != nil {
+		return err
+	}
+	var todo []*build.Index
+	for _, ix := range indexes {
+		if ip := b.ckpt.index(ix); ip.Done {
+			b.log.Info("index already backfilled", zap.String("index", ix.Name()), zap.Int64("documents", ip.Rows))
+		} else {
+			todo = append(todo, ix)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+
+	// Cut every index into key ranges first (a resume reuses the recorded
+	// ones). The boundaries are only split points: reading them outside the
+	// snapshot cannot make a document wrong, only ranges a little uneven.
+	b.prog = newProgress(b.cfg.Progress, b.cfg.OnProgress, b.log)
+	var tasks []task
+	for _, ix := range todo {
+		ip := b.ckpt.index(ix)
+		estimate, err := estimateRows(ctx, b.pool, ix)
+		if err != nil {
+			return err
+		}
+		if ip.Ranges == nil {
+			ip.Ranges, err = planRanges(ctx, b.pool, ix, estimate, int64(rangeCount(estimate, b.cfg.Workers, b.cfg.BatchSize)), exactLimit)
+			if err != nil {
+				return err
+			}
+			b.log.Debug("key ranges planned", zap.String("index", ix.Name()), zap.Int("ranges", len(ip.Ranges)), zap.Int64("estimate", estimate))
+		}
+		bar := b.prog.add(ix.Name(), estimate, ip.Rows)
+		for _, r := range ip.Ranges {
+			if !r.Done {
+				tasks = append(tasks, task{ix: ix, ip: ip, r: r, bar: bar})
+			}
+		}
+		if !slices.ContainsFunc(ip.Ranges, func(r *keyRange) bool { return !r.Done }) {
+			// Every range was done but the index was not marked: mark it now.
+			b.ckpt.finishIndex(ip)
+			bar.finish()
+		}
+	}
+
+	workers := min(b.cfg.Workers, max(len(tasks), 1))
+	if maxConns := int(b.pool.Config().MaxConns); workers > maxConns {
+		b.log.Warn("fewer workers than asked: the connection pool is smaller", zap.Int("workers", workers), zap.Int("max_conns", maxConns))
+		workers = maxConns
+	}
+	sessions, lsn, err := b.begin(ctx, snap, workers)
+	defer func() {
+		for _, s := range sessions {
+			s.end(ctx)
+		}
+	}()
+	release()
+	if err != nil {
+		return err
+	}
+	b.log.Info("backfill started", zap.Int("indexes", len(todo)), zap.Int("ranges", len(tasks)),
+		zap.Int("workers", workers), zap.Stringer("lsn", lsn), zap.Bool("exported_by_slot", snap.Name != ""))
+	for _, ix := range todo {
+		b.ckpt.started(b.ckpt.index(ix), lsn)
+	}
+
+	queue := make(chan task, len(tasks))
+	for _, t := range tasks {
+		queue <- t
+	}
+	close(queue)
+
+	started := time.Now()
+	g, gctx := errgroup.WithContext(ctx)
+	ws, wctx := errgroup.WithContext(gctx)
+	for _, s := range sessions {
+		ws.Go(func() error { return b.work(wctx, s.tx, queue, lsn) })
+	}
+	stop := make(chan struct{})
+	g.Go(func() error {
+		defer close(stop)
+		return ws.Wait()
+	})
+	g.Go(func() error { return b.checkpointLoop(gctx, stop) })
+	g.Go(func() error {
+		b.prog.run(gctx, stop)
+		return nil
+	})
+	err = g.Wait()
+
+	// Whatever happened, save the progress of the lines written so far: they
+	// are flushed first, so a resume never skips a line that was not written.
+	if serr := b.checkpoint(); serr != nil && err == nil {
+		err = serr
+	}
+	b.prog.final()
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err
+	}
+	var total int64
+	for _, ix := range todo {
+		total += b.ckpt.index(ix).Rows
+	}
+	elapsed := time.Since(started)
+	b.log.Info("backfill done", zap.Int64("documents", total), zap.Duration("elapsed", elapsed.Round(time.Millisecond)),
+		zap.Int64("docs_per_s", int64(float64(total)/max(elapsed.Seconds(), 1e-3))), zap.Stringer("lsn", lsn))
+	return nil
+}
+
+// selected returns the indexes to backfill, in plan order.
+func (b *Backfill) selected() ([]*build.Index, error) {
+	if len(b.cfg.Indexes) == 0 {
+		return b.plan.Indexes, nil
+	}
+	var out []*build.Index
+	for _, name := range b.cfg.Indexes {
+		found := false
+		for _, ix := range b.plan.Indexes {
+			if ix.Name() == name {
+				found = true
+				if !slices.Contains(out, ix) {
+					out = append(out, ix)
+				}
+			}
+		}
+		if !found {
+			names := make([]string, len(b.plan.Indexes))
+			for i, ix := range b.plan.Indexes {
+				names[i] = ix.Name()
+			}
+			return nil, fmt.Errorf("index %q: %w (the config has %v)", name, ErrUnknownIndex, names)
+		}
+	}
+	return out, nil
+}
+
+// work reads tasks until none is left, in the worker's snapshot transaction.
+// Only one batch's lines are held in memory.
+func (b *Backfill) work(ctx context.Context, tx pgx.Tx, queue <-chan task, lsn pglogrepl.LSN) error {
+	buf := make([]byte, 0, 256<<10)
+	for t := range queue {
+		name := t.ix.Name()
+		after := t.r.resumeAfter()
+		for {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			buf = buf[:0]
+			last, n, err := t.ix.Scan(ctx, tx, after, t.r.UpTo, b.cfg.BatchSize, func(d build.Doc) error {
+				if d.Doc == nil {
+					return nil // a scan only returns rows that match the root's where
+				}
+				buf = output.AppendUpsert(buf, name, d.Key, d.ID, lsn, d.Doc)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				// One batch is one Write: never split by another worker's lines.
+				if err := b.w.Write(buf); err != nil {
+					return err
+				}
+			}
+			done := n < b.cfg.BatchSize
+			b.ckpt.advance(t.ip, t.r, last, int64(n), done)
+			t.bar.add(int64(n))
+			if done {
+				if b.ckpt.rangeDone(t.ip) {
+					t.bar.finish()
+				}
+				break
+			}
+			after = last
+		}
+		if cap(buf) > 8<<20 {
+			buf = make([]byte, 0, 256<<10) // a batch of huge documents: give the memory back
+		}
+	}
+	return nil
+}
+
+// checkpointLoop flushes the output and saves the progress every interval
+// until stop is closed or ctx ends.
+func (b *Backfill) checkpointLoop(ctx context.Context, stop <-chan struct{}) error {
+	t := time.NewTicker(b.cfg.CheckpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return nil
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := b.checkpoint(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// checkpoint makes every written line durable, then records how far each
+// range got. Positions noted before the Sync are covered by it.
+func (b *Backfill) checkpoint() error {
+	pending := b.ckpt.pending()
+	if err := b.w.Sync(); err != nil {
+		return err
+	}
+	return b.ckpt.save(pending)
+}
