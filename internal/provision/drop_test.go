@@ -1,0 +1,170 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/flusso-pg/flusso-pg/internal/state"
+)
+
+// holdSlot streams from the fixture's slot on a replication connection
+// until the test ends, and returns the walsender's pid.
+func holdSlot(t *testing.T, f *fixture) int32 {
+	t.Helper()
+	ctx := context.Background()
+	u, err := url.Parse(f.db.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("replication", "database")
+	u.RawQuery = q.Encode()
+	conn, err := pgconn.Connect(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	err = pglogrepl.StartReplication(ctx, conn, f.slot, 0, pglogrepl.StartReplicationOptions{
+		PluginArgs: []string{"proto_version '1'", "publication_names '" + f.pub + "'"}})
+	if err != nil {
+		t.Fatalf("start replication: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		var pid *int32
+		f.db.Pool.QueryRow(ctx, "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", f.slot).Scan(&pid)
+		if pid != nil {
+			return *pid
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("the slot never became active")
+	return 0
+}
+
+func (f *fixture) slotExists(t *testing.T) bool {
+	var ok bool
+	f.db.Pool.QueryRow(context.Background(), "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)", f.slot).Scan(&ok)
+	return ok
+}
+
+func (f *fixture) pubExists(t *testing.T) bool {
+	var ok bool
+	f.db.Pool.QueryRow(context.Background(), "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", f.pub).Scan(&ok)
+	return ok
+}
+
+func (f *fixture) planDrop(t *testing.T) *DropPlan {
+	t.Helper()
+	p, err := PlanDrop(context.Background(), f.conn, f.cfg, f.store)
+	if err != nil {
+		t.Fatalf("plan drop: %v", err)
+	}
+	return p
+}
+
+// A publication flusso-pg created is dropped with the slot and the state
+// records; afterwards there is nothing to drop.
+func TestDropCreatedPublication(t *testing.T) {
+	f := setup(t, blogSchema, "REPLICATION", owns, "auto", blogIndexes)
+	ctx := context.Background()
+	if _, err := Ensure(ctx, f.conn, f.cfg, nil, f.store, f.log); err != nil {
+		t.Fatal(err)
+	}
+	f.db.Exec(t, fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", f.slot))
+	for _, r := range []string{state.IdentityRecord, state.BackfillRecord} {
+		if err := f.store.Save(r, map[string]string{"x": "y"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	p := f.planDrop(t)
+	if p.Nothing() || p.Slot == nil || !p.PublicationCreated || len(p.Records) != 3 {
+		t.Fatalf("plan %+v", p)
+	}
+	desc := strings.Join(p.Describe(), "\n")
+	for _, s := range []string{"drop replication slot " + f.slot, "drop publication " + f.pub + " (flusso-pg created it)", "remove the slot's state records"} {
+		if !strings.Contains(desc, s) {
+			t.Errorf("description lacks %q:\n%s", s, desc)
+		}
+	}
+	done, err := Drop(ctx, f.conn, p, f.store, f.log)
+	if err != nil {
+		t.Fatalf("drop: %v", err)
+	}
+	if f.slotExists(t) || f.pubExists(t) {
+		t.Fatalf("slot or publication still there after drop: %q", done)
+	}
+	for _, r := range []string{state.IdentityRecord, state.BackfillRecord, state.PublicationRecord} {
+		if ok, _ := f.store.Load(r, &map[string]any{}); ok {
+			t.Errorf("state record %s still there", r)
+		}
+	}
+	if p := f.planDrop(t); !p.Nothing() {
+		t.Fatalf("after drop, plan %+v is not empty", p)
+	}
+}
+
+// A publication flusso-pg did not create is kept; the slot is dropped.
+func TestDropKeepsForeignPublication(t *testing.T) {
+	f := setup(t, blogSchema, "REPLICATION", owns, "auto", blogIndexes)
+	f.db.Exec(t, fmt.Sprintf("CREATE PUBLICATION %[1]s FOR TABLE posts; ALTER PUBLICATION %[1]s OWNER TO %[2]s", f.pub, f.role))
+	f.db.Exec(t, fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", f.slot))
+	ctx := context.Background()
+	// auto extends it: recorded as not created.
+	if _, err := Ensure(ctx, f.conn, f.cfg, nil, f.store, f.log); err != nil {
+		t.Fatal(err)
+	}
+	p := f.planDrop(t)
+	if p.PublicationCreated || !p.PublicationExists {
+		t.Fatalf("plan %+v", p)
+	}
+	if desc := strings.Join(p.Describe(), "\n"); !strings.Contains(desc, "keep publication "+f.pub+": flusso-pg did not create it (drop it yourself with DROP PUBLICATION "+f.pub+";)") {
+		t.Fatalf("description:\n%s", desc)
+	}
+	done, err := Drop(ctx, f.conn, p, f.store, f.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.slotExists(t) || !f.pubExists(t) {
+		t.Fatalf("want slot dropped and publication kept: %q", done)
+	}
+	if !strings.Contains(strings.Join(done, "\n"), "kept publication "+f.pub) {
+		t.Fatalf("done %q does not say the publication was kept", done)
+	}
+	if p := f.planDrop(t); !p.Nothing() {
+		t.Fatalf("plan %+v", p)
+	}
+}
+
+// An active slot is not dropped: the error names the process.
+func TestDropRefusesActiveSlot(t *testing.T) {
+	f := setup(t, blogSchema, "REPLICATION", owns, "auto", blogIndexes)
+	ctx := context.Background()
+	if _, err := Ensure(ctx, f.conn, f.cfg, nil, f.store, f.log); err != nil {
+		t.Fatal(err)
+	}
+	f.db.Exec(t, fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", f.slot))
+	pid := holdSlot(t, f)
+	p := f.planDrop(t)
+	_, err := Drop(ctx, f.conn, p, f.store, f.log)
+	if !errors.Is(err, ErrSlotActive) || !strings.Contains(err.Error(), fmt.Sprintf("process %d", pid)) ||
+		!strings.Contains(err.Error(), fmt.Sprintf("SELECT pg_terminate_backend(%d);", pid)) {
+		t.Fatalf("drop of an active slot: %v", err)
+	}
+	if !f.slotExists(t) || !f.pubExists(t) {
+		t.Fatal("a refused drop removed something")
+	}
+	var rec state.Publication
+	if ok, _ := f.store.Load(state.PublicationRecord, &rec); !ok {
+		t.Fatal("a refused drop removed the publication record")
+	}
+}
