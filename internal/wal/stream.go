@@ -1,0 +1,440 @@
+package wal
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"go.uber.org/zap"
+)
+
+// errStreamEnded: the server ended the copy stream (it is shutting down).
+var errStreamEnded = errors.New("the server ended the replication stream")
+
+// Confirm reports that every transaction up to lsn (a Txn.EndLSN) is
+// durably written. The slot's confirmed position follows on the next status
+// update; it never moves past lsn while a transaction handed out is
+// unconfirmed.
+func (c *Capture) Confirm(lsn pglogrepl.LSN) { c.wm.confirm(lsn) }
+
+// Reported is the last position sent to the server as flushed.
+func (c *Capture) Reported() pglogrepl.LSN { return pglogrepl.LSN(c.wm.reported.Load()) }
+
+// Reconnects counts the reconnections Run made.
+func (c *Capture) Reconnects() int64 { return c.reconnects.Load() }
+
+// Spills counts the transactions whose rows went to a temporary file.
+func (c *Capture) Spills() int64 { return c.spills.Load() }
+
+// Run streams committed transactions, in commit order, into out until ctx
+// ends (nil error) or a fatal error. It waits for ReleaseSnapshot first.
+// Network errors and server restarts are retried with backoff, resuming
+// from the confirmed position: transactions handed out but not confirmed
+// are delivered again. The receiver owns each Txn and must Release it.
+func (c *Capture) Run(ctx context.Context, out chan<- *Txn) error {
+	select {
+	case <-c.released:
+	case <-ctx.Done():
+		return nil
+	}
+	c.mu.Lock()
+	conn, start, closed := c.conn, c.start, c.closed
+	c.conn = nil
+	c.mu.Unlock()
+	if start == nil {
+		return errors.New("capture: Run before Open")
+	}
+	if closed {
+		return errors.New("capture: closed")
+	}
+	dir := c.cfg.TempDir
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	s := &session{
+		c:   c,
+		out: out,
+		dec: newDecoder(c.cfg.Tables),
+		asm: newAssembler(c.cfg.MemoryBudget, dir, func() { c.spills.Add(1) }),
+	}
+	defer s.asm.reset()
+	delay := backoff{min: 200 * time.Millisecond, max: 30 * time.Second}
+	for {
+		if conn == nil {
+			var err error
+			conn, err = c.reconnect(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				if fatal(err) {
+					return err
+				}
+				c.log.Warn("reconnect failed; retrying", zap.Error(err))
+				if !delay.sleep(ctx) {
+					return nil
+				}
+				continue
+			}
+			c.reconnects.Add(1)
+			if c.cfg.OnReconnect != nil {
+				c.cfg.OnReconnect()
+			}
+		}
+		received, err := s.run(ctx, conn)
+		closeConn(conn)
+		conn = nil
+		s.asm.reset()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if fatal(err) {
+			return err
+		}
+		if received {
+			delay.reset()
+		}
+		c.log.Warn("replication stream interrupted; reconnecting", zap.Error(err))
+		if !delay.sleep(ctx) {
+			return nil
+		}
+	}
+}
+
+// reconnect opens a new replication connection and checks that the server,
+// publication and slot are still the ones we follow.
+func (c *Capture) reconnect(ctx context.Context) (*pgconn.PgConn, error) {
+	conn, err := c.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.prepare(ctx, conn, false); err != nil {
+		closeConn(conn)
+		return nil, err
+	}
+	return conn, nil
+}
+
+func closeConn(conn *pgconn.PgConn) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	conn.Close(ctx)
+}
+
+// fatal reports whether err cannot be fixed by reconnecting.
+func fatal(err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, ErrSlotMissing), errors.Is(err, ErrSlotLost), errors.Is(err, ErrServerChanged),
+		errors.Is(err, ErrPublicationMissing), errors.Is(err, ErrSlotUnknown), errors.Is(err, ErrDecode),
+		errors.Is(err, ErrColumnMissing):
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
+			strings.HasPrefix(pgErr.Code, "53"), // insufficient resources (too many connections)
+			strings.HasPrefix(pgErr.Code, "57"), // shutdown, starting up, cancelled
+			pgErr.Code == "55006":               // the slot is still active for the last connection
+			return false
+		}
+		return true
+	}
+	return false // network errors, EOF, connection refused
+}
+
+// session is one Run: the decoder and assembler survive reconnects (both are
+// reset), and hold the transactions being built.
+type session struct {
+	c   *Capture
+	out chan<- *Txn
+	dec *decoder
+	asm *assembler
+
+	conn  *pgconn.PgConn
+	next  time.Time // when the next status update is due
+	dl    deadline
+	watch sync.WaitGroup // the goroutine that cancels reads when ctx ends
+}
+
+// pluginArgs are the pgoutput options for a server major version: protocol
+// 2 with streaming from PG14, so a huge transaction arrives in blocks as it
+// is decoded instead of after the server spilled all of it. Never two_phase.
+func pluginArgs(version int, publication string) []string {
+	pub := `"` + strings.ReplaceAll(publication, `"`, `""`) + `"`
+	args := []string{"publication_names '" + strings.ReplaceAll(pub, "'", "''") + "'"}
+	if version >= 14 {
+		return append([]string{"proto_version '2'", "streaming 'on'"}, args...)
+	}
+	return append([]string{"proto_version '1'"}, args...)
+}
+
+// run starts replication on conn and reads it until an error or ctx ends.
+// received reports whether any data arrived (the backoff then resets).
+func (s *session) run(ctx context.Context, conn *pgconn.PgConn) (received bool, err error) {
+	c := s.c
+	s.conn = conn
+	s.dec.reset()
+	s.asm.reset()
+	from := s.c.wm.position()
+	err = pglogrepl.StartReplication(ctx, conn, c.cfg.Slot, from,
+		pglogrepl.StartReplicationOptions{PluginArgs: pluginArgs(serverMajor(conn), c.cfg.Publication)})
+	if err != nil {
+		return false, fmt.Errorf("start replication: %w", classifyServer(err))
+	}
+	c.log.Debug("streaming", zap.String("slot", c.cfg.Slot), zap.Stringer("from", from))
+
+	// The read deadline wakes the loop for status updates; cancelling ctx
+	// pulls it into the past. Only this goroutine reads and writes conn.
+	s.dl = deadline{nc: conn.Conn()}
+	stop := make(chan struct{})
+	s.watch.Go(func() {
+		select {
+		case <-ctx.Done():
+			s.dl.cancel()
+		case <-stop:
+		}
+	})
+	defer func() {
+		close(stop)
+		s.watch.Wait()
+	}()
+	s.next = time.Now().Add(c.cfg.StatusInterval)
+	s.dl.set(s.next)
+	for {
+		raw, err := conn.ReceiveMessage(context.Background())
+		if err != nil {
+			if !isTimeout(err) {
+				return received, classifyServer(err)
+			}
+			if ctx.Err() != nil {
+				s.finish()
+				return received, ctx.Err()
+			}
+			if err := s.status(false); err != nil {
+				return received, err
+			}
+			continue
+		}
+		switch m := raw.(type) {
+		case *pgproto3.CopyData:
+			if len(m.Data) == 0 {
+				return received, decodeErr("empty copy data")
+			}
+			switch m.Data[0] {
+			case pglogrepl.PrimaryKeepaliveMessageByteID:
+				if len(m.Data) < 18 {
+					return received, decodeErr("keepalive is truncated")
+				}
+				walEnd := pglogrepl.LSN(binary.BigEndian.Uint64(m.Data[1:]))
+				c.wm.idle(walEnd, s.asm.open())
+				if m.Data[17] != 0 {
+					if err := s.status(false); err != nil {
+						return received, err
+					}
+				}
+			case pglogrepl.XLogDataByteID:
+				if len(m.Data) < 25 {
+					return received, decodeErr("xlogdata is truncated")
+				}
+				received = true
+				if err := s.handle(ctx, m.Data[25:]); err != nil {
+					if ctx.Err() != nil {
+						s.finish()
+					}
+					return received, err
+				}
+			}
+		case *pgproto3.ErrorResponse:
+			return received, classifyServer(pgconn.ErrorResponseToPgError(m))
+		case *pgproto3.CopyDone, *pgproto3.CommandComplete:
+			return received, errStreamEnded
+		}
+	}
+}
+
+// handle decodes one pgoutput message and hands out a committed transaction.
+// data aliases pgconn's buffer: the decoder copies what it keeps.
+func (s *session) handle(ctx context.Context, data []byte) error {
+	m, err := s.dec.decode(data)
+	if err != nil {
+		return err
+	}
+	txn, err := s.asm.handle(&m)
+	if err != nil || txn == nil {
+		return err
+	}
+	if txn.Rows == 0 {
+		// Nothing for us (other tables, or everything rolled back to a
+		// savepoint): no need to hand it out, and when nothing else is
+		// pending the slot may move past it.
+		txn.Release()
+		s.c.wm.idle(txn.EndLSN, s.asm.open())
+		return nil
+	}
+	return s.emit(ctx, txn)
+}
+
+// emit hands txn to the consumer. While the consumer is busy, status updates
+// keep going out so the walsender does not time out.
+func (s *session) emit(ctx context.Context, txn *Txn) error {
+	s.c.wm.hand(txn.EndLSN)
+	select {
+	case s.out <- txn:
+		return nil
+	default:
+	}
+	for {
+		t := time.NewTimer(time.Until(s.next))
+		select {
+		case s.out <- txn:
+			t.Stop()
+			return nil
+		case <-t.C:
+			if err := s.status(false); err != nil {
+				txn.Release()
+				return err
+			}
+		case <-ctx.Done():
+			t.Stop()
+			txn.Release()
+			return ctx.Err()
+		}
+	}
+}
+
+// status sends a standby status update with the watermark as written,
+// flushed and applied — all three set, never 0 — and schedules the next.
+func (s *session) status(reply bool) error {
+	lsn := s.c.wm.position()
+	s.next = time.Now().Add(s.c.cfg.StatusInterval)
+	s.dl.set(s.next)
+	if lsn == 0 {
+		return nil
+	}
+	s.conn.Conn().SetWriteDeadline(time.Now().Add(10 * time.Second))
+	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: lsn, WALFlushPosition: lsn, WALApplyPosition: lsn,
+		ClientTime: time.Now(), ReplyRequested: reply,
+	})
+	if err != nil {
+		return fmt.Errorf("send status update: %w", err)
+	}
+	s.c.wm.raise(&s.c.wm.reported, lsn)
+	return nil
+}
+
+// finish sends a last status update as the stream stops, and waits briefly
+// for the server's answer so the update is known to be processed.
+func (s *session) finish() {
+	nc := s.conn.Conn()
+	s.watch.Wait() // ctx has ended: the watcher is done with the deadline
+	s.dl.stopped()
+	if err := s.status(true); err != nil {
+		return
+	}
+	nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	for {
+		raw, err := s.conn.ReceiveMessage(context.Background())
+		if err != nil {
+			return
+		}
+		if m, ok := raw.(*pgproto3.CopyData); ok && len(m.Data) > 0 && m.Data[0] == pglogrepl.PrimaryKeepaliveMessageByteID {
+			return
+		}
+		if _, ok := raw.(*pgproto3.CopyData); !ok {
+			return
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return pgconn.Timeout(err) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// classifyServer turns the server's word for a missing publication or slot
+// into our sentinel errors.
+func classifyServer(err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return err
+	}
+	switch {
+	case pgErr.Code == "42704" && strings.Contains(pgErr.Message, "publication"):
+		return fmt.Errorf("%w (%s)", ErrPublicationMissing, pgErr.Message)
+	case pgErr.Code == "42704" && strings.Contains(pgErr.Message, "replication slot"):
+		return fmt.Errorf("%w (%s)", ErrSlotMissing, pgErr.Message)
+	case pgErr.Code == "55000" && strings.Contains(pgErr.Message, "invalidated"):
+		return fmt.Errorf("%w (%s)", ErrSlotLost, pgErr.Message)
+	}
+	return err
+}
+
+// deadline sets the read deadline of the connection from Run's goroutine,
+// and lets a watcher pull it into the past to end a blocked read.
+type deadline struct {
+	mu        sync.Mutex
+	nc        net.Conn
+	cancelled bool
+}
+
+func (d *deadline) set(t time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.nc != nil && !d.cancelled {
+		d.nc.SetReadDeadline(t)
+	}
+}
+
+func (d *deadline) cancel() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cancelled = true
+	if d.nc != nil {
+		d.nc.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// stopped hands the deadline back to the caller (for the last exchange).
+func (d *deadline) stopped() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cancelled = true
+}
+
+// backoff is exponential with full jitter.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func (b *backoff) reset() { b.cur = 0 }
+
+func (b *backoff) sleep(ctx context.Context) bool {
+	if b.cur == 0 {
+		b.cur = b.min
+	} else {
+		b.cur = min(b.cur*2, b.max)
+	}
+	d := b.cur/2 + rand.N(b.cur/2+1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
