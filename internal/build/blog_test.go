@@ -1,6 +1,8 @@
 package build
 
 import (
+	"bytes"
+	"encoding/json"
 	"testing"
 
 	"github.com/flusso-pg/flusso-pg/internal/config"
@@ -32,7 +34,11 @@ func reference(t testing.TB, db *pgtest.DB) map[string]string {
 		if err := rows.Scan(&k, &d); err != nil {
 			t.Fatal(err)
 		}
-		out[k] = d
+		var b bytes.Buffer
+		if err := json.Compact(&b, []byte(k)); err != nil {
+			t.Fatal(err)
+		}
+		out[b.String()] = d
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
@@ -81,7 +87,7 @@ func TestBlogMatchesReference(t *testing.T) {
 	keys = append(keys, Key{"424242"})
 	err := ix.Build(ctxT(t), db.Pool, keys, func(d Doc) error {
 		built++
-		if string(d.Key) == `{"id" : 424242}` {
+		if string(d.Key) == `{"id":424242}` {
 			if d.Doc != nil {
 				t.Errorf("missing key 424242: got a document %s", d.Doc)
 			}

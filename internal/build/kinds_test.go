@@ -181,7 +181,9 @@ func TestEveryKindAndType(t *testing.T) {
 	for _, d := range got {
 		byID[d.ID] = d
 	}
-	assertJSON(t, string(byID["1:2"].Key), `{"order_id": 1, "n": 2}`)
+	if k := string(byID["1:2"].Key); k != `{"order_id":1,"n":2}` {
+		t.Errorf("composite key JSON %s", k)
+	}
 	assertJSON(t, string(byID["1:2"].Doc), `{"sku": "b", "order": {"select": "x"}}`)
 	assertJSON(t, string(byID["9:9"].Key), `{"order_id": 9, "n": 9}`)
 	if len(byID["9:9"].Doc) != 0 {
@@ -196,6 +198,19 @@ func TestEveryKindAndType(t *testing.T) {
 	})
 	if err != nil || n != 2 || strings.Join(ids, ",") != "1:2,1:3" || last.String() != "1:3" {
 		t.Errorf("composite scan: ids %v last %v n %d err %v", ids, last, n, err)
+	}
+
+	// A root where: a row that does not match is a delete.
+	whereIx := mustCompile(t, db, parseConfig(t, `
+indexes:
+  - name: big
+    table: '"My Schema"."Order"'
+    where: big > 0
+    columns: [ArtistId]
+`)).Indexes[0]
+	docs = buildAll(t, db, whereIx, Key{"1"}, Key{"2"})
+	if docs["1"] == "" || docs["2"] != "" {
+		t.Errorf("root where: %v", docs)
 	}
 
 	// A uuid key, and a has_many to the quoted table.

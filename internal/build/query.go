@@ -2,6 +2,7 @@ package build
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -153,8 +154,11 @@ func order(n *node, a string) string {
 func (g *sqlgen) child(n *node, up string) string {
 	a := g.alias()
 	switch n.kind {
-	case config.BelongsTo, config.HasOne:
+	case config.BelongsTo:
 		return "(SELECT " + g.value(n, a) + " FROM " + from(n.info, n.where, a) + " WHERE " + on(n.join, up, a) + " LIMIT 1)"
+	case config.HasOne:
+		// Several matching rows: the first in key order, the same every time.
+		return "(SELECT " + g.value(n, a) + " FROM " + from(n.info, n.where, a) + " WHERE " + on(n.join, up, a) + order(n, a) + " LIMIT 1)"
 	case config.HasMany:
 		var src string
 		if n.limit > 0 {
@@ -203,13 +207,19 @@ func (g *sqlgen) child(n *node, up string) string {
 	panic("build: unknown node kind " + n.kind)
 }
 
-// keyObject gives the key JSON object of the key expressions.
+// keyObject gives the key as compact JSON text, {"id":42}, each value as
+// to_json prints it.
 func keyObject(cols, exprs []string) string {
-	names := make([]string, len(cols))
+	parts := make([]string, len(cols))
 	for i, c := range cols {
-		names[i] = lit(c)
+		name, _ := json.Marshal(c)
+		sep := ","
+		if i == 0 {
+			sep = "{"
+		}
+		parts[i] = lit(sep+string(name)+":") + " || to_json(" + exprs[i] + ")::text"
 	}
-	return buildObject(names, exprs)
+	return "(" + strings.Join(parts, " || ") + " || '}')"
 }
 
 // documentSQL is Build's statement: one text[] parameter per key column;
