@@ -111,6 +111,10 @@ func (b *Backfill) Run(ctx context.Context, snap Snapshot, imported func()) (err
 	if err != nil {
 		return err
 	}
+	// Record the reconciliation (indexes dropped or started over) at once.
+	if err := b.ckpt.save(b.ckpt.pending()); err != nil {
+		return err
+	}
 	var todo []*build.Index
 	for _, ix := range indexes {
 		if ip := b.ckpt.index(ix); ip.Done {
