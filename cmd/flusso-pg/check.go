@@ -1,22 +1,74 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/spf13/cobra"
+
+	"github.com/flusso-pg/flusso-pg/internal/build"
+	"github.com/flusso-pg/flusso-pg/internal/config"
+	"github.com/flusso-pg/flusso-pg/internal/provision"
+)
 
 func newCheckCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "check",
 		Short: "Report whether the database is ready: settings, privileges, publication, replica identity, slot",
 		Long: `check inspects the server and the role flusso-pg connects as, and prints a
-verdict for every requirement with the SQL or GRANT that fixes each problem.
+verdict for every requirement with the SQL or GRANT that fixes each problem:
+server version and wal_level; room for one more slot and WAL sender; the
+REPLICATION attribute; SELECT on every table the indexes read; CREATE on the
+database and ownership of the tables (to create or extend the publication);
+the publication's coverage, options, row filters and column lists; replica
+identities; the slot's state and the WAL it retains; and every verdict of
+validate. It changes nothing. With provision: auto, what follow will create
+or add itself is a warning, not a failure.
 Exit code 0 when ready, 1 when not.`,
 		Example: `  flusso-pg check --config flusso.yaml
   flusso-pg check --config flusso.yaml --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, _, err := loadConfig(cmd); err != nil {
+			cfg, log, err := loadConfig(cmd)
+			if err != nil {
 				return err
 			}
-			return notImplemented("check")
+			defer log.Sync()
+			asJSON, _ := cmd.Flags().GetBool("json")
+			ctx := cmd.Context()
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			conn, err := pgx.Connect(ctx, cfg.Source.DSN)
+			if err != nil {
+				return fmt.Errorf("connect to %s: %w", config.RedactDSN(cfg.Source.DSN), err)
+			}
+			defer conn.Close(context.WithoutCancel(ctx))
+
+			plan, problems, compileErr := build.Compile(ctx, conn, cfg)
+			report, err := provision.Inspect(ctx, conn, cfg, plan)
+			if err != nil {
+				return err
+			}
+			if compileErr != nil {
+				report.Add(provision.Finding{Check: "catalog", Status: provision.Fail,
+					Message: fmt.Sprintf("could not read the catalog for the indexes: %v", compileErr)})
+			}
+			report.AddProblems(problems)
+			out := cmd.OutOrStdout()
+			if asJSON {
+				err = report.WriteJSON(out)
+			} else {
+				err = report.WriteText(out)
+			}
+			if err != nil {
+				return err
+			}
+			if !report.Ready {
+				return &exitError{code: 1}
+			}
+			return nil
 		},
 	}
 	cmd.Flags().Bool("json", false, "print the report as JSON")

@@ -76,6 +76,9 @@ type Report struct {
 // the database is not ready for flusso-pg.
 var ErrNotReady = errors.New("the database is not ready for flusso-pg")
 
+// Add appends a finding (a Fail makes the report not ready).
+func (r *Report) Add(f Finding) { r.add(f) }
+
 func (r *Report) add(f Finding) {
 	r.Findings = append(r.Findings, f)
 	if f.Status == Fail {
