@@ -203,17 +203,41 @@ const (
 
 var slotName = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
 
-// RedactDSN returns dsn with any password replaced by "xxxxx", for logs and errors.
+// Redacted is what RedactDSN writes in place of a password.
+const Redacted = "xxxxx"
+
+var (
+	// password=secret, password = 'sec ret', sslpassword=..., in key=value DSNs.
+	kvPassword = regexp.MustCompile(`(?i)\b((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s']\S*|)`)
+	// password=secret in a URL's query string.
+	queryPassword = regexp.MustCompile(`(?i)([?&](?:ssl)?password=)[^&#]*`)
+)
+
+// RedactDSN returns dsn with every password replaced by "xxxxx", for logs and
+// errors: the user-info password of a postgres:// URL, password= and
+// sslpassword= in its query string, and password= in a key=value DSN. A URL
+// too malformed to parse loses everything between "://" and the last "@".
 func RedactDSN(dsn string) string {
-	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" && u.Host != "" {
+	lower := strings.ToLower(dsn)
+	if !strings.HasPrefix(lower, "postgres://") && !strings.HasPrefix(lower, "postgresql://") {
+		return kvPassword.ReplaceAllString(dsn, "${1}"+Redacted)
+	}
+	if u, err := url.Parse(dsn); err == nil && u.Opaque == "" && !strings.Contains(u.Path, "@") {
 		if _, ok := u.User.Password(); ok {
-			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+			u.User = url.UserPassword(u.User.Username(), Redacted)
+		}
+		if u.RawQuery != "" {
+			u.RawQuery = queryPassword.ReplaceAllString("?"+u.RawQuery, "${1}"+Redacted)[1:]
 		}
 		return u.String()
 	}
-	// key=value form: blank out password=...
-	re := regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
-	return re.ReplaceAllString(dsn, "${1}xxxxx")
+	// Not a URL Go can parse (several hosts, a password with a bare "@" or
+	// "/"): drop the whole user info, up to the last "@".
+	scheme, rest, _ := strings.Cut(dsn, "://")
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		rest = Redacted + rest[at:]
+	}
+	return scheme + "://" + queryPassword.ReplaceAllString(rest, "${1}"+Redacted)
 }
 
 // resolveStateDir makes a relative state dir relative to the config file's folder.

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -21,10 +22,28 @@ type decoder struct {
 func (d *decoder) errf(n *yaml.Node, path, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	if n != nil && n.Line > 0 {
-		d.errs = append(d.errs, fmt.Sprintf("line %d: %s: %s", n.Line, path, msg))
+		d.errs = append(d.errs, oneLine(fmt.Sprintf("line %d: %s: %s", n.Line, path, msg)))
 		return
 	}
-	d.errs = append(d.errs, fmt.Sprintf("%s: %s", path, msg))
+	d.errs = append(d.errs, oneLine(fmt.Sprintf("%s: %s", path, msg)))
+}
+
+// oneLine escapes line breaks and other control characters (which a name
+// in a path may hold), so that each problem stays on one line.
+func oneLine(s string) string {
+	if !strings.ContainsFunc(s, unicode.IsControl) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 func (d *decoder) err() error {
@@ -41,14 +60,21 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
-// mapping returns the entries of a mapping node, reporting keys not in
-// allowed (with a suggestion) and duplicate keys.
-func (d *decoder) mapping(n *yaml.Node, path string, allowed []string) map[string]*yaml.Node {
-	out := map[string]*yaml.Node{}
+// entry is one key of a mapping node, in the order it was written.
+type entry struct {
+	key  string
+	k, v *yaml.Node
+}
+
+// entries returns the entries of a mapping node in written order, reporting
+// keys not in allowed (with a suggestion) and keys given twice.
+func (d *decoder) entries(n *yaml.Node, path string, allowed []string) []entry {
 	if n.Kind != yaml.MappingNode {
 		d.errf(n, orTop(path), "must be a mapping of keys (%s)", strings.Join(allowed, ", "))
-		return out
+		return nil
 	}
+	var out []entry
+	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		key := k.Value
@@ -60,11 +86,21 @@ func (d *decoder) mapping(n *yaml.Node, path string, allowed []string) map[strin
 			d.errf(k, join(path, key), "unknown key %q%s; allowed keys here: %s", key, hint, strings.Join(sorted(allowed), ", "))
 			continue
 		}
-		if _, dup := out[key]; dup {
+		if seen[key] {
 			d.errf(k, join(path, key), "key given twice")
 			continue
 		}
-		out[key] = v
+		seen[key] = true
+		out = append(out, entry{key: key, k: k, v: v})
+	}
+	return out
+}
+
+// mapping is entries as a map, for reading known keys.
+func (d *decoder) mapping(n *yaml.Node, path string, allowed []string) map[string]*yaml.Node {
+	out := map[string]*yaml.Node{}
+	for _, e := range d.entries(n, path, allowed) {
+		out[e.key] = e.v
 	}
 	return out
 }
@@ -168,6 +204,10 @@ func (d *decoder) pairs(n *yaml.Node, path string) Pairs {
 func (d *decoder) orderBy(n *yaml.Node, path string) []OrderBy {
 	var out []OrderBy
 	for i, s := range d.strs(n, path) {
+		at := n
+		if n.Kind == yaml.SequenceNode && i < len(n.Content) {
+			at = n.Content[i]
+		}
 		f := strings.Fields(s)
 		p := fmt.Sprintf("%s[%d]", path, i)
 		switch {
@@ -178,7 +218,7 @@ func (d *decoder) orderBy(n *yaml.Node, path string) []OrderBy {
 		case len(f) == 2 && strings.EqualFold(f[1], "desc"):
 			out = append(out, OrderBy{Column: f[0], Desc: true})
 		default:
-			d.errf(n, p, "%q must be a column optionally followed by asc or desc", s)
+			d.errf(at, p, "%q must be a column optionally followed by asc or desc", s)
 		}
 	}
 	return out

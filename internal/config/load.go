@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -48,8 +50,9 @@ var scalarKeys = map[string]any{
 
 // Load reads the config file (may be "" when everything comes from the
 // environment and flags), applies FLUSSO_* environment overrides and the
-// flags that were set, and validates the result statically. Errors name the
-// file, the index and the path of the bad key.
+// flags that were set, and validates the result statically. Every problem is
+// reported at once, one per line, each naming the file, the index and the
+// path of the bad key.
 func Load(file string, flags *pflag.FlagSet) (*Config, error) {
 	var root *yaml.Node
 	if file != "" {
@@ -59,17 +62,27 @@ func Load(file string, flags *pflag.FlagSet) (*Config, error) {
 		}
 		root, err = parseYAML(data)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", file, err)
+			return nil, prefixLines(file, err)
 		}
 	}
 	cfg, err := decode(root, file, flags, os.LookupEnv)
 	if err != nil {
-		if file != "" {
-			return nil, fmt.Errorf("%s: %w", file, err)
-		}
-		return nil, err
+		return nil, prefixLines(file, err)
 	}
 	return cfg, nil
+}
+
+// prefixLines puts "file: " in front of every line of err, so each problem
+// reads on its own like a compiler's message.
+func prefixLines(file string, err error) error {
+	if file == "" {
+		return err
+	}
+	lines := strings.Split(err.Error(), "\n")
+	for i, l := range lines {
+		lines[i] = file + ": " + l
+	}
+	return errors.New(strings.Join(lines, "\n"))
 }
 
 // Parse reads a config from YAML bytes, without environment or flags. It is
@@ -86,41 +99,59 @@ func parseYAML(data []byte) (*yaml.Node, error) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, errEOF) || err.Error() == "EOF" {
-			return nil, nil
+		if errors.Is(err, io.EOF) {
+			return nil, nil // an empty file
 		}
-		return nil, fmt.Errorf("invalid YAML: %w", err)
+		// yaml's messages start with "yaml: "; keep one line.
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		return nil, fmt.Errorf("invalid YAML: %s", strings.Join(strings.Fields(msg), " "))
 	}
 	if len(doc.Content) == 0 {
 		return nil, nil
 	}
 	top := doc.Content[0]
+	if top.Kind == yaml.ScalarNode && top.Tag == "!!null" {
+		return nil, nil // only comments
+	}
 	if top.Kind != yaml.MappingNode {
-		return nil, fmt.Errorf("line %d: the config must be a mapping with keys source, indexes, ...", top.Line)
+		return nil, fmt.Errorf("line %d: config: must be a mapping with keys %s", top.Line, strings.Join(sections, ", "))
 	}
 	return top, nil
 }
 
-var errEOF = errors.New("EOF")
+// sections are the top-level keys, in the order the docs give them.
+var sections = []string{"source", "output", "state", "log", "backfill", "capture", "indexes"}
+
+// EnvName returns the environment variable that overrides key (a dotted path
+// such as source.dsn): FLUSSO_SOURCE_DSN.
+func EnvName(key string) string {
+	return "FLUSSO_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
 
 func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string) (string, bool)) (*Config, error) {
 	d := &decoder{}
 	var indexes *yaml.Node
-	scalars := map[string]any{}
+	scalars := map[string]string{}
 	if root != nil {
-		sections := d.mapping(root, "", []string{"source", "output", "state", "log", "backfill", "capture", "indexes"})
-		for name, n := range sections {
-			if name == "indexes" {
+		for _, sec := range d.entries(root, "", sections) {
+			n := sec.v
+			if n.Tag == "!!null" {
+				continue // an empty section: defaults
+			}
+			if sec.key == "indexes" {
 				indexes = n
 				continue
 			}
-			allowed := sectionKeys(name)
-			for key, v := range d.mapping(n, name, allowed) {
-				if v.Kind != yaml.ScalarNode {
-					d.errf(v, name+"."+key, "must be a single value")
-					continue
+			for _, e := range d.entries(n, sec.key, sectionKeys(sec.key)) {
+				key := sec.key + "." + e.key
+				switch {
+				case e.v.Kind != yaml.ScalarNode:
+					d.errf(e.v, key, "must be a single value")
+				case e.v.Tag == "!!null":
+					// key: ~ keeps the default
+				default:
+					scalars[key] = e.v.Value
 				}
-				scalars[name+"."+key] = v.Value
 			}
 		}
 	}
@@ -128,18 +159,23 @@ func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string)
 		return nil, err
 	}
 
+	// from records where each key's value came from, for messages and for
+	// resolving a relative state.dir.
+	from := map[string]string{}
 	v := viper.New()
 	for k, def := range scalarKeys {
 		v.SetDefault(k, def)
 	}
 	for k, val := range scalars {
 		v.Set(k, val)
+		from[k] = k
 	}
 	// Environment: FLUSSO_SOURCE_DSN and friends override the file.
 	for k := range scalarKeys {
-		name := "FLUSSO_" + strings.ToUpper(strings.ReplaceAll(k, ".", "_"))
+		name := EnvName(k)
 		if val, ok := env(name); ok {
 			v.Set(k, val)
+			from[k] = k + " (from " + name + ")"
 		}
 	}
 	// Flags that were set override both.
@@ -147,27 +183,41 @@ func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string)
 		for flag, key := range FlagKeys {
 			if f := flags.Lookup(flag); f != nil && f.Changed {
 				v.Set(key, f.Value.String())
+				from[key] = key + " (from --" + flag + ")"
 			}
 		}
+	}
+	name := func(key string) string {
+		if s, ok := from[key]; ok {
+			return s
+		}
+		return key
 	}
 
 	cfg := &Config{File: file}
 	cfg.Source = Source{
-		DSN:         v.GetString("source.dsn"),
+		DSN:         strings.TrimSpace(v.GetString("source.dsn")),
 		Slot:        v.GetString("source.slot"),
 		Publication: v.GetString("source.publication"),
 		Provision:   strings.ToLower(v.GetString("source.provision")),
 	}
 	cfg.Output.Path = v.GetString("output.path")
-	cfg.State.Dir = resolveStateDir(v.GetString("state.dir"), file)
+	// A relative state.dir written in the file (or the default) is relative to
+	// the file's folder; one given by the environment or a flag is relative to
+	// the working directory, as a shell user expects.
+	stateBase := file
+	if s, ok := from["state.dir"]; ok && s != "state.dir" {
+		stateBase = ""
+	}
+	cfg.State.Dir = resolveStateDir(v.GetString("state.dir"), stateBase)
 	cfg.Log = Log{Level: strings.ToLower(v.GetString("log.level")), Format: strings.ToLower(v.GetString("log.format"))}
 
 	var errs []string
 	num := func(key string) int {
-		s := v.GetString(key)
+		s := strings.TrimSpace(v.GetString(key))
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 0 {
-			errs = append(errs, fmt.Sprintf("%s: %q is not a non-negative whole number", key, s))
+			errs = append(errs, fmt.Sprintf("%s: %q is not a non-negative whole number", name(key), s))
 		}
 		return n
 	}
@@ -175,12 +225,12 @@ func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string)
 	cfg.Backfill.BatchSize = num("backfill.batch_size")
 	cfg.Capture.BatchSize = num("capture.batch_size")
 	if b, err := ParseBytes(v.GetString("capture.memory_budget")); err != nil {
-		errs = append(errs, "capture.memory_budget: "+err.Error())
+		errs = append(errs, name("capture.memory_budget")+": "+err.Error())
 	} else {
 		cfg.Capture.MemoryBudget = b
 	}
-	if dur, err := time.ParseDuration(v.GetString("capture.status_interval")); err != nil || dur <= 0 {
-		errs = append(errs, fmt.Sprintf("capture.status_interval: %q is not a positive duration such as 10s", v.GetString("capture.status_interval")))
+	if dur, err := time.ParseDuration(strings.TrimSpace(v.GetString("capture.status_interval"))); err != nil || dur <= 0 {
+		errs = append(errs, fmt.Sprintf("%s: %q is not a positive duration such as 10s", name("capture.status_interval"), v.GetString("capture.status_interval")))
 	} else {
 		cfg.Capture.StatusInterval = dur
 	}
@@ -207,6 +257,7 @@ func sectionKeys(section string) []string {
 			out = append(out, rest)
 		}
 	}
+	sort.Strings(out) // a stable order for suggestions
 	return out
 }
 

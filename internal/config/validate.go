@@ -76,7 +76,7 @@ func (c *Config) Validate() error {
 type validator struct{ errs []string }
 
 func (v *validator) add(path, format string, args ...any) {
-	v.errs = append(v.errs, path+": "+fmt.Sprintf(format, args...))
+	v.errs = append(v.errs, oneLine(path+": "+fmt.Sprintf(format, args...)))
 }
 
 func (v *validator) err() error {
@@ -132,37 +132,38 @@ func (v *validator) renames(path string, cols []string, rename Pairs) {
 }
 
 // fields reports two things at one level of a document with the same name:
-// a column (after rename), a relation and an aggregate.
+// a column (after rename), a relation and an aggregate. The message names the
+// key of the second one.
 func (v *validator) fields(path string, cols []string, rename Pairs, rels []Relation, aggs []Aggregate) {
 	owner := map[string]string{}
-	claim := func(name, what string) {
+	claim := func(name, what, at string) {
 		if name == "" {
 			return
 		}
 		if prev, ok := owner[name]; ok {
-			v.add(path, "field %q is defined twice: by %s and by %s; rename one of them", name, prev, what)
+			v.add(at, "field %q is defined twice in %s: by %s and by %s; rename one of them", name, path, prev, what)
 			return
 		}
 		owner[name] = what
 	}
 	for _, c := range cols {
-		field := c
+		field, at := c, path+".columns"
 		if to, ok := rename.Lookup(c); ok {
-			field = to
+			field, at = to, path+".rename."+c
 		}
-		claim(field, fmt.Sprintf("column %q", c))
+		claim(field, fmt.Sprintf("column %q", c), at)
 	}
 	for i, r := range rels {
 		if r.Name == "" {
 			v.add(fmt.Sprintf("%s.relations[%d].name", path, i), "missing: every relation needs a name, its field in the document")
 		}
-		claim(r.Name, fmt.Sprintf("relation %q", r.Name))
+		claim(r.Name, fmt.Sprintf("relation %q", r.Name), relPath(path, i, r.Name)+".name")
 	}
 	for i, a := range aggs {
 		if a.Name == "" {
 			v.add(fmt.Sprintf("%s.aggregates[%d].name", path, i), "missing: every aggregate needs a name, its field in the document")
 		}
-		claim(a.Name, fmt.Sprintf("aggregate %q", a.Name))
+		claim(a.Name, fmt.Sprintf("aggregate %q", a.Name), aggPath(path, i, a.Name)+".name")
 	}
 }
 
@@ -172,6 +173,7 @@ func (v *validator) relation(path string, r *Relation) {
 	v.columnList(path+".key", r.Key)
 	v.renames(path, r.Columns, r.Rename)
 	array := r.Kind == HasMany || r.Kind == ManyToMany
+	known := contains(Kinds, r.Kind)
 	switch r.Kind {
 	case "":
 		v.add(path+".kind", "missing: one of %s", strings.Join(Kinds, ", "))
@@ -207,13 +209,13 @@ func (v *validator) relation(path string, r *Relation) {
 	if r.Scalar && len(r.Columns) != 1 {
 		v.add(path+".scalar", "scalar: true needs exactly one column in columns, have %d", len(r.Columns))
 	}
-	if r.Limit > 0 && !array {
+	if r.Limit > 0 && known && !array {
 		v.add(path+".limit", "limit applies to arrays only (has_many, many_to_many), not to %s", r.Kind)
 	}
 	if r.Limit > 0 && len(r.OrderBy) == 0 {
 		v.add(path+".limit", "limit needs order_by, or which rows are kept changes from run to run")
 	}
-	if len(r.OrderBy) > 0 && !array && r.Kind != "" {
+	if len(r.OrderBy) > 0 && known && !array {
 		v.add(path+".order_by", "order_by applies to arrays only (has_many, many_to_many), not to %s", r.Kind)
 	}
 	v.fields(path, r.Columns, r.Rename, r.Relations, r.Aggregates)

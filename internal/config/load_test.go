@@ -1,0 +1,470 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// repoFile returns the path of a file of the repository, from this package's folder.
+func repoFile(t *testing.T, rel string) string {
+	t.Helper()
+	p := filepath.Join("..", "..", rel)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDefaults(t *testing.T) {
+	cfg, err := Parse([]byte(validIndex))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		Source:   Source{Slot: DefaultSlot, Publication: DefaultPublication, Provision: ProvisionAuto},
+		Output:   Output{Path: "-"},
+		State:    State{Dir: DefaultStateDir},
+		Log:      Log{Level: "info", Format: "console"},
+		Backfill: Backfill{Workers: 0, BatchSize: DefaultBatchSize},
+		Capture:  Capture{MemoryBudget: DefaultMemoryBudget, StatusInterval: DefaultStatusInterval, BatchSize: DefaultBatchSize},
+	}
+	cfg.Indexes = nil
+	if !reflect.DeepEqual(*cfg, want) {
+		t.Errorf("defaults:\n got %+v\nwant %+v", *cfg, want)
+	}
+}
+
+func TestScalarKeys(t *testing.T) {
+	cfg, err := Parse([]byte(`
+source:
+  dsn: postgres://flusso@db:5432/app
+  slot: flusso_app
+  publication: flusso_pub
+  provision: CHECK
+output:
+  path: /var/lib/docs.ndjson
+state:
+  dir: /var/lib/flusso-pg
+log:
+  level: debug
+  format: json
+backfill:
+  workers: 4
+  batch_size: 1000
+capture:
+  memory_budget: 64MiB
+  status_interval: 2s
+  batch_size: 250
+` + validIndex))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Indexes = nil
+	want := Config{
+		Source:   Source{DSN: "postgres://flusso@db:5432/app", Slot: "flusso_app", Publication: "flusso_pub", Provision: ProvisionCheck},
+		Output:   Output{Path: "/var/lib/docs.ndjson"},
+		State:    State{Dir: "/var/lib/flusso-pg"},
+		Log:      Log{Level: "debug", Format: "json"},
+		Backfill: Backfill{Workers: 4, BatchSize: 1000},
+		Capture:  Capture{MemoryBudget: 64 << 20, StatusInterval: 2 * time.Second, BatchSize: 250},
+	}
+	if !reflect.DeepEqual(*cfg, want) {
+		t.Errorf("\n got %+v\nwant %+v", *cfg, want)
+	}
+}
+
+func TestNullKeepsDefaults(t *testing.T) {
+	cfg, err := Parse([]byte("source:\n  slot: ~\noutput:\nlog: {}\n" + validIndex))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Source.Slot != DefaultSlot || cfg.Output.Path != "-" || cfg.Log.Level != "info" {
+		t.Errorf("got %+v %+v %+v, want the defaults", cfg.Source, cfg.Output, cfg.Log)
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	file := `
+source:
+  dsn: postgres://from-file/app
+  slot: file_slot
+capture:
+  memory_budget: 1MiB
+` + validIndex
+	tests := []struct {
+		name  string
+		env   map[string]string
+		check func(t *testing.T, c *Config)
+	}{
+		{"dsn", map[string]string{"FLUSSO_SOURCE_DSN": "postgres://from-env/app"}, func(t *testing.T, c *Config) {
+			if c.Source.DSN != "postgres://from-env/app" {
+				t.Errorf("dsn = %q", c.Source.DSN)
+			}
+			if c.Source.Slot != "file_slot" {
+				t.Errorf("slot = %q, want the file's", c.Source.Slot)
+			}
+		}},
+		{"slot and publication", map[string]string{"FLUSSO_SOURCE_SLOT": "env_slot", "FLUSSO_SOURCE_PUBLICATION": "env_pub"}, func(t *testing.T, c *Config) {
+			if c.Source.Slot != "env_slot" || c.Source.Publication != "env_pub" {
+				t.Errorf("slot, publication = %q, %q", c.Source.Slot, c.Source.Publication)
+			}
+		}},
+		{"numbers and sizes", map[string]string{"FLUSSO_BACKFILL_WORKERS": "3", "FLUSSO_CAPTURE_MEMORY_BUDGET": "2MiB", "FLUSSO_CAPTURE_STATUS_INTERVAL": "1m"}, func(t *testing.T, c *Config) {
+			if c.Backfill.Workers != 3 || c.Capture.MemoryBudget != 2<<20 || c.Capture.StatusInterval != time.Minute {
+				t.Errorf("got %+v %+v", c.Backfill, c.Capture)
+			}
+		}},
+		{"log", map[string]string{"FLUSSO_LOG_LEVEL": "WARN", "FLUSSO_LOG_FORMAT": "json"}, func(t *testing.T, c *Config) {
+			if c.Log.Level != "warn" || c.Log.Format != "json" {
+				t.Errorf("log = %+v", c.Log)
+			}
+		}},
+		{"empty value overrides", map[string]string{"FLUSSO_SOURCE_DSN": ""}, func(t *testing.T, c *Config) {
+			if c.Source.DSN != "" {
+				t.Errorf("dsn = %q, want empty", c.Source.DSN)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root, err := parseYAML([]byte(file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := decode(root, "", nil, func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok })
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, cfg)
+		})
+	}
+}
+
+func TestEnvOverrideErrorNamesTheVariable(t *testing.T) {
+	root, _ := parseYAML([]byte(validIndex))
+	_, err := decode(root, "", nil, func(k string) (string, bool) {
+		if k == "FLUSSO_BACKFILL_BATCH_SIZE" {
+			return "lots", true
+		}
+		return "", false
+	})
+	if err == nil || !strings.Contains(err.Error(), `backfill.batch_size (from FLUSSO_BACKFILL_BATCH_SIZE): "lots" is not a non-negative whole number`) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// TestLoadEnv goes through Load and the real environment.
+func TestLoadEnv(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "flusso.yaml")
+	if err := os.WriteFile(file, []byte("source:\n  dsn: postgres://file/app\n"+validIndex), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("FLUSSO_SOURCE_DSN", "postgres://env/app")
+	cfg, err := Load(file, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Source.DSN != "postgres://env/app" {
+		t.Errorf("dsn = %q, want FLUSSO_SOURCE_DSN's", cfg.Source.DSN)
+	}
+	if cfg.File != file {
+		t.Errorf("File = %q", cfg.File)
+	}
+}
+
+// testFlags registers the common flags the way cmd/flusso-pg does.
+func testFlags(args ...string) (*pflag.FlagSet, error) {
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	for _, name := range []string{"dsn", "slot", "publication", "provision", "output", "state-dir", "log-level", "log-format"} {
+		fs.String(name, "", "")
+	}
+	fs.Int("workers", 0, "")
+	fs.Int("batch-size", 0, "")
+	return fs, fs.Parse(args)
+}
+
+func TestFlagOverrides(t *testing.T) {
+	file := "source:\n  dsn: postgres://file/app\n  slot: file_slot\n" + validIndex
+	tests := []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		check func(t *testing.T, c *Config)
+	}{
+		{"no flags keep the file", nil, nil, func(t *testing.T, c *Config) {
+			if c.Source.DSN != "postgres://file/app" || c.Source.Slot != "file_slot" {
+				t.Errorf("source = %+v", c.Source)
+			}
+		}},
+		{"dsn", []string{"--dsn", "postgres://flag/app"}, nil, func(t *testing.T, c *Config) {
+			if c.Source.DSN != "postgres://flag/app" {
+				t.Errorf("dsn = %q", c.Source.DSN)
+			}
+		}},
+		{"flag beats env", []string{"--slot", "flag_slot"}, map[string]string{"FLUSSO_SOURCE_SLOT": "env_slot", "FLUSSO_SOURCE_DSN": "postgres://env/app"}, func(t *testing.T, c *Config) {
+			if c.Source.Slot != "flag_slot" || c.Source.DSN != "postgres://env/app" {
+				t.Errorf("source = %+v", c.Source)
+			}
+		}},
+		{"every common flag", []string{"--publication", "p", "--provision", "off", "--output", "out.ndjson", "--log-level", "debug", "--log-format", "json", "--workers", "2", "--batch-size", "50"}, nil, func(t *testing.T, c *Config) {
+			if c.Source.Publication != "p" || c.Source.Provision != ProvisionOff || c.Output.Path != "out.ndjson" ||
+				c.Log.Level != "debug" || c.Log.Format != "json" || c.Backfill.Workers != 2 || c.Backfill.BatchSize != 50 {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{"a flag set to zero still counts", []string{"--workers", "0"}, map[string]string{"FLUSSO_BACKFILL_WORKERS": "8"}, func(t *testing.T, c *Config) {
+			if c.Backfill.Workers != 0 {
+				t.Errorf("workers = %d, want 0 from the flag", c.Backfill.Workers)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs, err := testFlags(tt.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			root, _ := parseYAML([]byte(file))
+			cfg, err := decode(root, "", fs, func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok })
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, cfg)
+		})
+	}
+}
+
+func TestFlagErrorNamesTheFlag(t *testing.T) {
+	fs, _ := testFlags("--provision", "sometimes", "--slot", "Bad-Slot")
+	root, _ := parseYAML([]byte(validIndex))
+	_, err := decode(root, "", fs, func(string) (string, bool) { return "", false })
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	for _, w := range []string{`source.provision: "sometimes"`, `source.slot: "Bad-Slot"`} {
+		if lineWith(err.Error(), w) == "" {
+			t.Errorf("no line with %q in:\n%s", w, err)
+		}
+	}
+}
+
+func TestStateDir(t *testing.T) {
+	dir := t.TempDir()
+	sub := filepath.Join(dir, "etc")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(state string) string {
+		file := filepath.Join(sub, "flusso.yaml")
+		if err := os.WriteFile(file, []byte(state+validIndex), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return file
+	}
+	tests := []struct {
+		name  string
+		state string
+		args  []string
+		env   string
+		want  string
+	}{
+		{"default is next to the config file", "", nil, "", filepath.Join(sub, DefaultStateDir)},
+		{"relative to the config file's folder", "state:\n  dir: progress\n", nil, "", filepath.Join(sub, "progress")},
+		{"dot-dot relative to the config file's folder", "state:\n  dir: ../var/state\n", nil, "", filepath.Join(dir, "var", "state")},
+		{"absolute stays", "state:\n  dir: /var/lib/flusso-pg\n", nil, "", "/var/lib/flusso-pg"},
+		{"a flag is relative to the working directory", "state:\n  dir: progress\n", []string{"--state-dir", "here"}, "", "here"},
+		{"an env var is relative to the working directory", "state:\n  dir: progress\n", nil, "there", "there"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			file := write(tt.state)
+			fs, err := testFlags(tt.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.env != "" {
+				t.Setenv("FLUSSO_STATE_DIR", tt.env)
+			}
+			cfg, err := Load(file, fs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.State.Dir != tt.want {
+				t.Errorf("state dir = %q, want %q", cfg.State.Dir, tt.want)
+			}
+		})
+	}
+	t.Run("no config file", func(t *testing.T) {
+		cfg, err := Parse([]byte("state:\n  dir: progress\n" + validIndex))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.State.Dir != "progress" {
+			t.Errorf("state dir = %q, want progress", cfg.State.Dir)
+		}
+	})
+}
+
+func TestLoadErrorsNameTheFileOnEveryLine(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "flusso.yaml")
+	if err := os.WriteFile(file, []byte(`
+indexes:
+  - name: posts
+    table: public.posts
+    relatons: []
+    colums: [id]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(file, nil)
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("got %d lines, want 2:\n%s", len(lines), err)
+	}
+	for _, l := range lines {
+		if !strings.HasPrefix(l, file+": line ") || !strings.Contains(l, `index "posts".`) {
+			t.Errorf("line %q does not start with the file and name the index", l)
+		}
+	}
+	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml"), nil); err == nil || !strings.HasPrefix(err.Error(), "read config: ") {
+		t.Errorf("missing file: got %v", err)
+	}
+}
+
+// TestBlogConfig checks that the blog workload's config gives exactly the
+// expected structure.
+func TestBlogConfig(t *testing.T) {
+	cfg, err := Load(repoFile(t, "workloads/blog/flusso.yaml"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Index{{
+		Name:    "posts",
+		Table:   "public.posts",
+		Columns: []string{"id", "title", "body", "published_at", "votes"},
+		Relations: []Relation{
+			{Name: "author", Table: "public.authors", Kind: BelongsTo, Join: Pairs{{"author_id", "id"}}, Columns: []string{"id", "name"}},
+			{Name: "comments", Table: "public.comments", Kind: HasMany, Join: Pairs{{"id", "post_id"}},
+				Columns: []string{"id", "body", "score"}, OrderBy: []OrderBy{{Column: "id"}},
+				Relations: []Relation{
+					{Name: "user", Table: "public.users", Kind: BelongsTo, Join: Pairs{{"user_id", "id"}}, Columns: []string{"handle"}},
+				}},
+			{Name: "tags", Table: "public.tags", Kind: ManyToMany,
+				Through: &Through{Table: "public.post_tags", Join: Pairs{{"id", "post_id"}}, TargetJoin: Pairs{{"tag_id", "id"}}},
+				Columns: []string{"name"}, OrderBy: []OrderBy{{Column: "name"}}},
+		},
+		Aggregates: []Aggregate{
+			{Name: "comment_count", Table: "public.comments", Join: Pairs{{"id", "post_id"}}, Fn: Count},
+			{Name: "best_score", Table: "public.comments", Join: Pairs{{"id", "post_id"}}, Fn: Max, Column: "score"},
+		},
+	}}
+	if !reflect.DeepEqual(cfg.Indexes, want) {
+		t.Errorf("indexes:\n got %+v\nwant %+v", cfg.Indexes, want)
+	}
+	if cfg.Source.Slot != "flusso_blog" || cfg.Source.Publication != "flusso_blog" || cfg.Source.Provision != ProvisionAuto {
+		t.Errorf("source = %+v", cfg.Source)
+	}
+	if want := filepath.Join(filepath.Dir(cfg.File), DefaultStateDir); cfg.State.Dir != want {
+		t.Errorf("state dir = %q, want %q", cfg.State.Dir, want)
+	}
+}
+
+// TestExampleConfig checks that configs/example.yaml, which documents every
+// key, parses, and uses every relation kind and aggregate function.
+func TestExampleConfig(t *testing.T) {
+	cfg, err := Load(repoFile(t, "configs/example.yaml"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds, fns := map[string]bool{}, map[string]bool{}
+	var walk func(rels []Relation, aggs []Aggregate)
+	walk = func(rels []Relation, aggs []Aggregate) {
+		for _, r := range rels {
+			kinds[r.Kind] = true
+			walk(r.Relations, r.Aggregates)
+		}
+		for _, a := range aggs {
+			fns[a.Fn] = true
+		}
+	}
+	for _, ix := range cfg.Indexes {
+		walk(ix.Relations, ix.Aggregates)
+	}
+	for _, k := range Kinds {
+		if !kinds[k] {
+			t.Errorf("configs/example.yaml uses no %s relation", k)
+		}
+	}
+	for _, f := range Functions {
+		if !fns[f] {
+			t.Errorf("configs/example.yaml uses no %s aggregate", f)
+		}
+	}
+}
+
+// TestCaseOfNamesIsKept checks that join and rename keys, which are column
+// names, keep their case (viper would lower-case them).
+func TestCaseOfNamesIsKept(t *testing.T) {
+	cfg, err := Parse([]byte(`
+indexes:
+  - name: Albums
+    table: '"Media".album'
+    key: [AlbumId]
+    columns: [AlbumId, Title, ArtistId]
+    rename: {AlbumId: albumId, Title: title}
+    relations:
+      - name: Artist
+        table: '"Media"."Artist"'
+        kind: belongs_to
+        join: {ArtistId: ArtistId}
+        columns: [Name]
+        rename: {Name: artistName}
+      - name: Tracks
+        table: '"Media".track'
+        kind: has_many
+        join: {AlbumId: AlbumId, ArtistId: ArtistID}
+        order_by: [TrackId DESC]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix := cfg.Indexes[0]
+	if ix.Name != "Albums" || ix.Table != `"Media".album` || !reflect.DeepEqual(ix.Key, []string{"AlbumId"}) {
+		t.Errorf("index = %+v", ix)
+	}
+	if want := (Pairs{{"AlbumId", "albumId"}, {"Title", "title"}}); !reflect.DeepEqual(ix.Rename, want) {
+		t.Errorf("rename = %v, want %v", ix.Rename, want)
+	}
+	if want := (Pairs{{"ArtistId", "ArtistId"}}); !reflect.DeepEqual(ix.Relations[0].Join, want) {
+		t.Errorf("join = %v, want %v", ix.Relations[0].Join, want)
+	}
+	if want := (Pairs{{"Name", "artistName"}}); !reflect.DeepEqual(ix.Relations[0].Rename, want) {
+		t.Errorf("relation rename = %v, want %v", ix.Relations[0].Rename, want)
+	}
+	// Several pairs stay in the order they were written.
+	if want := (Pairs{{"AlbumId", "AlbumId"}, {"ArtistId", "ArtistID"}}); !reflect.DeepEqual(ix.Relations[1].Join, want) {
+		t.Errorf("composite join = %v, want %v", ix.Relations[1].Join, want)
+	}
+	if want := []OrderBy{{Column: "TrackId", Desc: true}}; !reflect.DeepEqual(ix.Relations[1].OrderBy, want) {
+		t.Errorf("order_by = %v, want %v", ix.Relations[1].OrderBy, want)
+	}
+}
+
+func TestEmptyInput(t *testing.T) {
+	for _, in := range []string{"", "# only a comment\n", "---\n"} {
+		_, err := Parse([]byte(in))
+		if err == nil || err.Error() != "indexes: no index is configured: add at least one under indexes:" {
+			t.Errorf("Parse(%q) = %v, want the no-index error alone", in, err)
+		}
+	}
+}
