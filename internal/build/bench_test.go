@@ -47,14 +47,48 @@ func BenchmarkBlogDocuments(b *testing.B) {
 	}
 	ref := readFile(b, workload(b, "reference.sql"))
 
-	b.Run("copy-reference", func(b *testing.B) {
-		start, docs := time.Now(), 0
-		for b.Loop() {
-			tag, err := conn.Conn().PgConn().CopyTo(ctx, io.Discard, "COPY ("+ref+") TO STDOUT")
+	copyAll := func(b *testing.B) int {
+		tag, err := conn.Conn().PgConn().CopyTo(ctx, io.Discard, "COPY ("+ref+") TO STDOUT")
+		if err != nil {
+			b.Fatal(err)
+		}
+		return int(tag.RowsAffected())
+	}
+	buildAll := func(b *testing.B, batch int) int {
+		docs := 0
+		for i := 0; i < len(keys); i += batch {
+			err := ix.Build(ctx, conn, keys[i:min(i+batch, len(keys))], func(d Doc) error {
+				if d.Doc == nil {
+					return fmt.Errorf("key %s: no document", d.ID)
+				}
+				docs++
+				return nil
+			})
 			if err != nil {
 				b.Fatal(err)
 			}
-			docs += int(tag.RowsAffected())
+		}
+		return docs
+	}
+	scanAll := func(b *testing.B, batch int) int {
+		docs := 0
+		var after Key
+		for {
+			last, n, err := ix.Scan(ctx, conn, after, nil, batch, func(Doc) error { docs++; return nil })
+			if err != nil {
+				b.Fatal(err)
+			}
+			if n < batch {
+				return docs
+			}
+			after = last
+		}
+	}
+
+	b.Run("copy-reference", func(b *testing.B) {
+		start, docs := time.Now(), 0
+		for b.Loop() {
+			docs += copyAll(b)
 		}
 		rate(b, docs, start)
 	})
@@ -62,18 +96,7 @@ func BenchmarkBlogDocuments(b *testing.B) {
 		b.Run(fmt.Sprintf("build/batch=%d", batch), func(b *testing.B) {
 			start, docs := time.Now(), 0
 			for b.Loop() {
-				for i := 0; i < len(keys); i += batch {
-					err := ix.Build(ctx, conn, keys[i:min(i+batch, len(keys))], func(d Doc) error {
-						if d.Doc == nil {
-							return fmt.Errorf("key %s: no document", d.ID)
-						}
-						docs++
-						return nil
-					})
-					if err != nil {
-						b.Fatal(err)
-					}
-				}
+				docs += buildAll(b, batch)
 			}
 			rate(b, docs, start)
 		})
@@ -82,19 +105,28 @@ func BenchmarkBlogDocuments(b *testing.B) {
 		b.Run(fmt.Sprintf("scan/batch=%d", batch), func(b *testing.B) {
 			start, docs := time.Now(), 0
 			for b.Loop() {
-				var after Key
-				for {
-					last, n, err := ix.Scan(ctx, conn, after, nil, batch, func(Doc) error { docs++; return nil })
-					if err != nil {
-						b.Fatal(err)
-					}
-					if n < batch {
-						break
-					}
-					after = last
-				}
+				docs += scanAll(b, batch)
 			}
 			rate(b, docs, start)
 		})
 	}
+	// side-by-side alternates the three in every iteration, so a busy
+	// machine slows them alike: its ratios are the figures to quote.
+	b.Run("side-by-side", func(b *testing.B) {
+		var tc, tb, ts time.Duration
+		var nc, nb, ns int
+		for b.Loop() {
+			t0 := time.Now()
+			nc += copyAll(b)
+			t1 := time.Now()
+			nb += buildAll(b, 500)
+			t2 := time.Now()
+			ns += scanAll(b, 2000)
+			tc, tb, ts = tc+t1.Sub(t0), tb+t2.Sub(t1), ts+time.Since(t2)
+		}
+		copyRate := float64(nc) / tc.Seconds()
+		b.ReportMetric(copyRate, "copy-docs/s")
+		b.ReportMetric(float64(nb)/tb.Seconds()/copyRate, "build500/copy")
+		b.ReportMetric(float64(ns)/ts.Seconds()/copyRate, "scan2000/copy")
+	})
 }
