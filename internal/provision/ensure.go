@@ -34,7 +34,8 @@ type Conn interface {
 //
 // It returns the report of the final check (nil with off), and an error
 // wrapping ErrNotReady, listing every failure with its fix, when the
-// database is not ready. plan may be nil.
+// database is not ready. The slot's own verdicts (invalidated, another
+// plugin) are left to capture, which owns the slot and --resync. plan may be nil.
 func Ensure(ctx context.Context, conn Conn, cfg *config.Config, plan *build.Plan, store *state.Store, log *zap.Logger) (*Report, error) {
 	log = log.With(zap.String("component", "provision"))
 	mode := cfg.Source.Provision
@@ -47,7 +48,7 @@ func Ensure(ctx context.Context, conn Conn, cfg *config.Config, plan *build.Plan
 		return nil, err
 	}
 	if mode != config.ProvisionAuto {
-		return in.r, in.r.Err()
+		return in.r, in.r.err(CheckSlot)
 	}
 	actions, err := in.apply(ctx, conn, store, log)
 	if err != nil {
@@ -63,7 +64,7 @@ func Ensure(ctx context.Context, conn Conn, cfg *config.Config, plan *build.Plan
 	for _, w := range in.r.Warnings() {
 		log.Warn(w.line(), zap.String("check", w.Check), zap.String("fix", w.Fix))
 	}
-	return in.r, in.r.Err()
+	return in.r, in.r.err(CheckSlot)
 }
 
 // apply creates or extends the publication with the tables flusso-pg may

@@ -190,6 +190,11 @@ func (in *inspection) tablePrivileges() {
 				Fix:     "create the table, or correct its name in the config (schema.table, with double quotes around a part that has upper-case letters)"})
 			continue
 		}
+		if !t.publishable() {
+			r.add(Finding{Check: CheckTable, Status: Warn, Index: t.index(), Table: t.name(),
+				Message: fmt.Sprintf("%s is a %s, not a table: it cannot be in a publication, so documents do not follow its changes", t.name(), kindName(t.Kind)),
+				Fix:     "read the tables it is built from instead"})
+		}
 		if !t.SchemaUsage && !in.superuser {
 			r.add(Finding{Check: CheckSchemaUsage, Status: Fail, Index: t.index(), Table: t.name(),
 				Message: fmt.Sprintf("role %s may not use schema %s, so it cannot read table %s", r.Role, change.QuoteIdentIfNeeded(t.Table.Schema), t.name()),
@@ -218,7 +223,7 @@ func (in *inspection) tablePrivileges() {
 // a document needs is internal/build's verdict.
 func (in *inspection) identities() {
 	for _, t := range in.tables {
-		if !t.Exists || t.Kind == "p" || t.hasIdentity() {
+		if !t.publishable() || t.Kind == "p" || t.hasIdentity() {
 			continue
 		}
 		why := "REPLICA IDENTITY NOTHING"
@@ -240,7 +245,7 @@ func (in *inspection) identities() {
 func (in *inspection) missing() []*table {
 	var out []*table
 	for _, t := range in.tables {
-		if t.Exists && !t.inPub {
+		if t.publishable() && !t.inPub {
 			out = append(out, t)
 		}
 	}
@@ -249,7 +254,7 @@ func (in *inspection) missing() []*table {
 
 // addable reports whether flusso-pg may and can add t to the publication.
 func (in *inspection) addable(t *table) bool {
-	if !t.Exists || (t.Kind != "p" && !t.hasIdentity()) {
+	if !t.publishable() || (t.Kind != "p" && !t.hasIdentity()) {
 		return false
 	}
 	if in.superuser {
@@ -282,6 +287,16 @@ const coveredSQL = `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication_table
                       WHERE t.isleaf AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication_tables p
                                                      WHERE p.pubname = $1 AND p.schemaname = n.nspname AND p.tablename = c.relname)))`
 
+// ancestorSQL finds the topmost ancestor of a partition that the
+// publication publishes: with publish_via_partition_root, the partition's
+// changes arrive under that ancestor's name.
+const ancestorSQL = `SELECT coalesce((SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+  FROM pg_partition_ancestors($2::oid::regclass) WITH ORDINALITY AS a(relid, level)
+  JOIN pg_catalog.pg_class c ON c.oid = a.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  WHERE a.relid <> $2::oid AND EXISTS (SELECT 1 FROM pg_catalog.pg_publication_tables p
+                                       WHERE p.pubname = $1 AND p.schemaname = n.nspname AND p.tablename = c.relname)
+  ORDER BY a.level DESC LIMIT 1), '')`
+
 const filterSQL = `SELECT coalesce(rowfilter::text, ''), coalesce(attnames::text[], '{}')
 FROM pg_catalog.pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3`
 
@@ -298,12 +313,19 @@ func (in *inspection) publication(ctx context.Context, q build.Querier) error {
 	}
 	if in.pub != nil {
 		for _, t := range in.tables {
-			if !t.Exists {
+			if !t.publishable() {
 				continue
+			}
+			if t.IsPartition && p.ViaRoot {
+				if err := q.QueryRow(ctx, ancestorSQL, name, t.OID).Scan(&t.viaAncestor); err != nil {
+					return err
+				}
 			}
 			if err := q.QueryRow(ctx, coveredSQL, name, t.Table.Schema, t.Table.Name, t.OID, t.Kind == "p").Scan(&t.inPub); err != nil {
 				return err
 			}
+			// Published, under the ancestor's name: reported below.
+			t.inPub = t.inPub || t.viaAncestor != ""
 		}
 	}
 	missing := in.missing()
@@ -358,7 +380,7 @@ func (in *inspection) publication(ctx context.Context, q build.Querier) error {
 
 	// Coverage, table by table.
 	for _, t := range in.tables {
-		if !t.Exists {
+		if !t.publishable() {
 			continue
 		}
 		if t.inPub {
@@ -404,12 +426,19 @@ func (in *inspection) publication(ctx context.Context, q build.Querier) error {
 			}
 		}
 	}
+	for _, t := range in.tables {
+		if t.viaAncestor != "" {
+			r.add(Finding{Check: CheckPartitionRoot, Status: Fail, Index: t.index(), Table: t.name(),
+				Message: fmt.Sprintf("table %s is a partition of %s, and publication %s publishes it through %s (publish_via_partition_root), so its changes arrive under %s's name and flusso-pg would not match them to %s", t.name(), t.viaAncestor, name, t.viaAncestor, t.viaAncestor, t.name()),
+				Fix:     fmt.Sprintf("name the partitioned table %s in the config instead; or: ALTER PUBLICATION %s SET (publish_via_partition_root = false);", t.viaAncestor, in.pubName())})
+		}
+	}
 	if r.Version < 15 {
 		return nil
 	}
 	// Row filters and column lists (PostgreSQL 15 and newer).
 	for _, t := range in.tables {
-		if !t.Exists || !t.inPub {
+		if !t.publishable() || !t.inPub {
 			continue
 		}
 		var filter string
@@ -443,6 +472,18 @@ func (in *inspection) publication(ctx context.Context, q build.Querier) error {
 		}
 	}
 	return nil
+}
+
+func kindName(kind string) string {
+	switch kind {
+	case "v":
+		return "view"
+	case "m":
+		return "materialized view"
+	case "f":
+		return "foreign table"
+	}
+	return "relation of kind " + kind
 }
 
 func createSQL(pub string, ts []*table, viaRoot bool) string {

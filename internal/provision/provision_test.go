@@ -417,3 +417,56 @@ func TestReportOutput(t *testing.T) {
 		t.Fatalf("Err: %v", err)
 	}
 }
+
+// A partition published through its root (publish_via_partition_root) and
+// a view: neither can be followed under its own name.
+func TestCheckPartitionAndView(t *testing.T) {
+	schema := `CREATE TABLE events (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+CREATE TABLE notes (id int PRIMARY KEY, event_id int);
+CREATE VIEW event_notes AS SELECT id, event_id FROM notes;`
+	indexes := `
+indexes:
+  - name: events
+    table: public.events_2026
+    relations:
+      - name: notes
+        table: public.event_notes
+        kind: has_many
+        join: {id: event_id}
+`
+	f := setup(t, schema, "SUPERUSER", "", "auto", indexes)
+	f.db.Exec(t, fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE events WITH (publish_via_partition_root = true)", f.pub))
+	r := f.inspect(t)
+	want(t, r, CheckPartitionRoot, "public.events_2026", Fail,
+		"table public.events_2026 is a partition of public.events, and publication "+f.pub+" publishes it through public.events",
+		"name the partitioned table public.events in the config instead; or: ALTER PUBLICATION "+f.pub+" SET (publish_via_partition_root = false);")
+	want(t, r, CheckCoverage, "public.events_2026", OK, "is in publication", "")
+	want(t, r, CheckTable, "public.event_notes", Warn, "public.event_notes is a view, not a table: it cannot be in a publication", "read the tables it is built from instead")
+	none(t, r, CheckCoverage, "public.event_notes")
+	none(t, r, CheckReplicaIdentity, "public.event_notes")
+	// auto adds nothing: the partition is published already, the view cannot be.
+	_, err := Ensure(context.Background(), f.conn, f.cfg, nil, f.store, f.log)
+	if !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "is a partition of public.events") {
+		t.Fatalf("ensure: %v", err)
+	}
+	if got := f.publicationTables(t); !slices.Equal(got, []string{"public.events"}) {
+		t.Fatalf("publication tables %v", got)
+	}
+}
+
+// Slot verdicts are capture's to act on (follow --resync replaces an
+// invalidated slot): Ensure does not refuse over them, check reports them.
+func TestEnsureLeavesSlotToCapture(t *testing.T) {
+	f := setup(t, blogSchema, "SUPERUSER", "", "check", blogIndexes)
+	f.db.Exec(t, fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE posts, authors, comments, tags, post_tags", f.pub))
+	f.db.Exec(t, fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', 'test_decoding')", f.slot))
+	r, err := Ensure(context.Background(), f.conn, f.cfg, nil, f.store, f.log)
+	if err != nil {
+		t.Fatalf("ensure refused over the slot: %v", err)
+	}
+	want(t, r, CheckSlot, "", Fail, "not a logical pgoutput slot", "-")
+	if r.Ready {
+		t.Fatal("report ready with a foreign slot")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/flusso-pg/flusso-pg/internal/build"
@@ -116,10 +117,10 @@ func (r *Report) Find(check, table string) []Finding {
 // AddProblems merges the verdicts of internal/build (replica identity,
 // missing columns, join types, ...) into the report: an error is Fail, a
 // warning Warn, the rest Info. missing_table and missing_schema are left
-// out: the table check reports them already.
+// out, as is not_a_table: the table check reports them already.
 func (r *Report) AddProblems(problems []build.Problem) {
 	for _, p := range problems {
-		if p.Code == "missing_table" || p.Code == "missing_schema" {
+		if p.Code == "missing_table" || p.Code == "missing_schema" || p.Code == "not_a_table" {
 			continue
 		}
 		s := Info
@@ -139,8 +140,16 @@ func (r *Report) AddProblems(problems []build.Problem) {
 
 // Err returns nil when the report is ready, or an error wrapping
 // ErrNotReady that lists every failure with its fix.
-func (r *Report) Err() error {
-	fails := r.Failures()
+func (r *Report) Err() error { return r.err() }
+
+// err is Err leaving out the findings of the checks in skip.
+func (r *Report) err(skip ...string) error {
+	var fails []Finding
+	for _, f := range r.Failures() {
+		if !slices.Contains(skip, f.Check) {
+			fails = append(fails, f)
+		}
+	}
 	if len(fails) == 0 {
 		return nil
 	}

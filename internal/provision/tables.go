@@ -36,7 +36,8 @@ type table struct {
 	Owned       bool   // the role is (a member of) the owner
 	Owner       string // the owner's name
 	Needed      []string
-	inPub       bool // the publication publishes it
+	inPub       bool   // the publication publishes it
+	viaAncestor string // the partitioned ancestor it is published through, if any
 }
 
 func (t *table) name() string {
@@ -48,6 +49,10 @@ func (t *table) name() string {
 	}
 	return t.Written
 }
+
+// publishable reports whether the table can be in a publication: an
+// ordinary or a partitioned table (not a view, materialized view or foreign table).
+func (t *table) publishable() bool { return t.Exists && (t.Kind == "r" || t.Kind == "p") }
 
 func (t *table) index() string { return strings.Join(t.Indexes, ", ") }
 
