@@ -11,13 +11,13 @@ import (
 )
 
 // exactLimit is the estimated row count up to which range boundaries are
-// exact quantiles of the keys (one pass over the key); above it they come
-// from a block sample (TABLESAMPLE SYSTEM), which reads a small part of the
-// table whatever its size.
-const exactLimit = 2_000_000
+// exact quantiles of the keys (one pass over the key: about a second per
+// million rows); above it they come from a block sample (TABLESAMPLE
+// SYSTEM), which reads a small part of the table whatever its size.
+const exactLimit = 200_000
 
 // sampleRows is how many keys per range the block sample aims for.
-const sampleRows = 200
+const sampleRows = 1000
 
 // rangeCount is how many key ranges an index is cut into: a few per worker,
 // so a worker that finishes early takes another range rather than waiting,
