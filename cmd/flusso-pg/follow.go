@@ -1,6 +1,14 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/flusso-pg/flusso-pg/internal/follow"
+)
 
 func newFollowCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -9,16 +17,28 @@ func newFollowCmd() *cobra.Command {
 		Long: `follow creates the replication slot on first run, backfills every index inside
 the slot's exported snapshot, then streams: for each committed transaction it
 rebuilds the affected documents and writes one NDJSON line each to stdout
-(or output.path). The slot is confirmed only past lines that are flushed.`,
+(or output.path). The slot is confirmed only past lines that are flushed, or,
+with --ack-fd / --ack-file, past the LSNs the reader writes back.
+
+SIGINT or SIGTERM finishes the transaction in hand, flushes, confirms and
+exits 0. A reader that goes away (broken pipe) ends it with exit code 1.`,
 		Example: `  flusso-pg follow --config flusso.yaml | my-indexer
   flusso-pg follow --config flusso.yaml --listen :9187
-  flusso-pg follow --config flusso.yaml --ack-fd 3 3< acks.fifo`,
+  flusso-pg follow --config flusso.yaml --ack-file /run/flusso/acks.fifo | my-indexer`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, _, err := loadConfig(cmd); err != nil {
+			cfg, log, err := loadConfig(cmd)
+			if err != nil {
 				return err
 			}
-			return notImplemented("follow")
+			defer log.Sync()
+			ignoreSIGPIPE()
+			listen, _ := cmd.Flags().GetString("listen")
+			ackFD, _ := cmd.Flags().GetInt("ack-fd")
+			ackFile, _ := cmd.Flags().GetString("ack-file")
+			resync, _ := cmd.Flags().GetBool("resync")
+			f := follow.New(cfg, follow.Options{Listen: listen, AckFD: ackFD, AckFile: ackFile, Resync: resync}, log)
+			return f.Run(cmd.Context())
 		},
 	}
 	cmd.Flags().String("output", "", `where lines go: "-" for stdout or a file to append to (output.path)`)
@@ -28,5 +48,12 @@ rebuilds the affected documents and writes one NDJSON line each to stdout
 	cmd.Flags().Bool("resync", false, "drop the slot and progress, and start over with a fresh slot and backfill")
 	cmd.Flags().Int("workers", 0, "parallel backfill readers (backfill.workers; default: number of CPUs)")
 	cmd.Flags().Int("batch-size", 0, "documents per query (backfill.batch_size)")
+	cmd.MarkFlagsMutuallyExclusive("ack-fd", "ack-file")
 	return cmd
+}
+
+// ignoreSIGPIPE makes a write to a closed stdout return EPIPE instead of
+// killing the process, so flusso-pg can say why it stops.
+func ignoreSIGPIPE() {
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 }

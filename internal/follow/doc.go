@@ -1,0 +1,25 @@
+// Package follow is the daemon behind `flusso-pg follow`: it wires change
+// capture (internal/wal), document building (internal/build), the backfill
+// (internal/snapshot) and the output (internal/output) into one pipeline:
+//
+//	slot ──► committed transactions ──► resolve root keys ──► build documents
+//	     ◄── confirm the end LSN ◄── flush (and the reader's ack) ◄── NDJSON
+//
+// On first start the slot is created with an exported snapshot and every
+// index is backfilled inside it; the stream is read only once the backfill is
+// done, so a stream line can never be overtaken by an older backfill line.
+//
+// Transactions are taken in commit order. Those already waiting are coalesced
+// into one group (flusso-pg is behind): their root keys are deduplicated,
+// each key keeping the commit LSN of the newest transaction that touched it,
+// and built with one query per index and chunk of capture.batch_size keys.
+// Lines are written in non-decreasing LSN order. A group is confirmed to the
+// server only after its lines are flushed (and fsynced for a file), and, when
+// the reader acknowledges (--ack-fd / --ack-file), only after the reader has
+// written back an LSN at or past the group's newest line. The last line of a
+// group then carries "ack": true, so the reader knows it has all the lines of
+// the LSNs it acknowledges.
+//
+// A stop signal lets the group in hand finish, flush and be confirmed within
+// a bounded time; the capture then sends its final status update.
+package follow

@@ -1,0 +1,296 @@
+package follow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/flusso-pg/flusso-pg/internal/build"
+	"github.com/flusso-pg/flusso-pg/internal/config"
+	"github.com/flusso-pg/flusso-pg/internal/metrics"
+	"github.com/flusso-pg/flusso-pg/internal/output"
+	"github.com/flusso-pg/flusso-pg/internal/provision"
+	"github.com/flusso-pg/flusso-pg/internal/snapshot"
+	"github.com/flusso-pg/flusso-pg/internal/state"
+	"github.com/flusso-pg/flusso-pg/internal/wal"
+)
+
+// Options are the follow command's settings beyond the config file.
+type Options struct {
+	Listen  string // --listen: health and metrics address; "" for none
+	AckFD   int    // --ack-fd
+	AckFile string // --ack-file
+	Resync  bool   // --resync: drop the slot and progress, start over
+	// StopTimeout bounds the graceful stop after SIGINT/SIGTERM.
+	StopTimeout time.Duration
+}
+
+// Follower is the daemon: capture → resolve → build → write → confirm.
+type Follower struct {
+	cfg     *config.Config
+	opts    Options
+	log     *zap.Logger
+	metrics *metrics.Metrics
+
+	pool      *pgxpool.Pool
+	plan      *build.Plan
+	capture   *wal.Capture
+	out       *output.Writer
+	store     *state.Store
+	confirmer *confirmer
+	batch     int
+
+	// reused buffers of the writing goroutine
+	buf, ordered, held []byte
+	lines              []line
+	maxLine            pglogrepl.LSN
+}
+
+// New prepares a follower; Run does the work.
+func New(cfg *config.Config, opts Options, log *zap.Logger) *Follower {
+	if opts.StopTimeout == 0 {
+		opts.StopTimeout = 10 * time.Second
+	}
+	return &Follower{cfg: cfg, opts: opts, log: log, metrics: metrics.New(), batch: cfg.Capture.BatchSize}
+}
+
+// Metrics returns the follower's metrics (for tests).
+func (f *Follower) Metrics() *metrics.Metrics { return f.metrics }
+
+// Run backfills on first start, then streams until ctx is cancelled (a clean
+// stop: the transactions in hand are finished, flushed and confirmed, and Run
+// returns nil) or a fatal error.
+func (f *Follower) Run(ctx context.Context) (err error) {
+	openAckCh, err := openAck(f.opts.AckFD, f.opts.AckFile)
+	if err != nil {
+		return err
+	}
+	// Work continues for a bounded time after a stop signal, to finish the
+	// transaction in hand; stop tells the loop to take no new one.
+	stop := ctx.Done()
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	go func() {
+		select {
+		case <-stop:
+			t := time.NewTimer(f.opts.StopTimeout)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				f.log.Warn("graceful stop took too long: stopping now; the unconfirmed transactions will be delivered again on restart")
+				cancelWork()
+			case <-work.Done():
+			}
+		case <-work.Done():
+		}
+	}()
+
+	f.pool, err = pgxpool.New(work, f.cfg.Source.DSN)
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", config.RedactDSN(f.cfg.Source.DSN), err)
+	}
+	defer f.pool.Close()
+	if err := f.pool.Ping(work); err != nil {
+		return fmt.Errorf("connect to %s: %w", config.RedactDSN(f.cfg.Source.DSN), err)
+	}
+	f.store = state.New(f.cfg.State.Dir, f.cfg.Source.Slot)
+
+	plan, problems, err := build.Compile(work, f.pool, f.cfg)
+	if err != nil {
+		return err
+	}
+	if err := problemsError(problems); err != nil {
+		return err
+	}
+	f.plan = plan
+
+	if _, err := provision.Ensure(work, f.pool, f.cfg, f.plan, f.store, f.log); err != nil {
+		return err
+	}
+
+	f.out, err = output.Open(f.cfg.Output.Path)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := f.out.Close(); err == nil && cerr != nil && !errors.Is(cerr, output.ErrReaderGone) {
+			err = cerr
+		}
+	}()
+
+	f.capture = wal.New(wal.Config{
+		DSN:            f.cfg.Source.DSN,
+		Slot:           f.cfg.Source.Slot,
+		Publication:    f.cfg.Source.Publication,
+		Tables:         f.plan.CaptureColumns(),
+		MemoryBudget:   f.cfg.Capture.MemoryBudget,
+		TempDir:        os.TempDir(),
+		StatusInterval: f.cfg.Capture.StatusInterval,
+		Store:          f.store,
+		Resync:         f.opts.Resync,
+		OnReconnect:    func() { f.metrics.Reconnects.Inc() },
+	}, f.log)
+	defer f.capture.Close()
+	start, err := f.capture.Open(work)
+	if err != nil {
+		return err
+	}
+	f.confirmer = newConfirmer(openAckCh != nil, func(lsn pglogrepl.LSN) {
+		f.capture.Confirm(lsn)
+		f.metrics.ConfirmedLSN.Set(float64(lsn))
+	})
+
+	g, gctx := errgroup.WithContext(work)
+	if f.opts.Listen != "" {
+		serve, err := f.metrics.Serve(gctx, f.opts.Listen, f.log)
+		if err != nil {
+			return fmt.Errorf("--listen %s: %w", f.opts.Listen, err)
+		}
+		g.Go(serve)
+	}
+
+	// Backfill first: every index from the slot's exported snapshot on first
+	// run, or resumed from its checkpoints. The stream is read only after it,
+	// so no stream line can be overtaken by an older backfill line.
+	bf := snapshot.New(snapshot.Config{
+		Workers:   f.cfg.Backfill.Workers,
+		BatchSize: f.cfg.Backfill.BatchSize,
+		Fresh:     start.Created,
+		Progress:  os.Stderr,
+		OnProgress: func(index string, done, estimate int64) {
+			f.metrics.BackfillRows.WithLabelValues(index).Set(float64(done))
+			f.metrics.BackfillEstimate.WithLabelValues(index).Set(float64(estimate))
+		},
+	}, f.plan, f.pool, f.out, f.store, f.log)
+	snap := snapshot.Snapshot{}
+	if start.Created {
+		snap = snapshot.Snapshot{Name: start.SnapshotName, LSN: start.ConsistentPoint}
+	}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			f.capture.ReleaseSnapshot()
+		}
+	}
+	if err := bf.Run(gctx, snap, release); err != nil {
+		release()
+		cancelWork()
+		g.Wait()
+		return fmt.Errorf("backfill: %w", err)
+	}
+	release()
+
+	txns := make(chan *wal.Txn, 256)
+	captureCtx, stopCapture := context.WithCancel(gctx)
+	defer stopCapture()
+	g.Go(func() error { return f.capture.Run(captureCtx, txns) })
+	if openAckCh != nil {
+		g.Go(func() error { return readAcks(gctx, openAckCh, f.confirmer.ack, f.log) })
+	}
+	g.Go(func() error {
+		defer cancelWork() // the loop ended: stop the other goroutines
+		err := f.loop(gctx, stop, txns)
+		if err == nil && openAckCh != nil && f.confirmer.waiting() > 0 {
+			f.waitAcks(gctx)
+		}
+		stopCapture() // capture sends its final status update as it stops
+		return err
+	})
+	g.Go(func() error { return f.watchSlot(gctx, 5*time.Second) })
+	f.metrics.SetReady(true)
+	f.log.Info("streaming", zap.String("slot", f.cfg.Source.Slot), zap.Int("indexes", len(f.plan.Indexes)))
+	err = g.Wait()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		f.metrics.SetFailed(err.Error())
+		return err
+	}
+	return nil
+}
+
+// loop takes committed transactions in commit order, coalescing those that
+// are already waiting (flusso-pg is behind), and writes their documents.
+func (f *Follower) loop(ctx context.Context, stop <-chan struct{}, txns <-chan *wal.Txn) error {
+	spill := max(f.batch*20, 10000)
+	for {
+		var first *wal.Txn
+		select {
+		case <-stop:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case first = <-txns:
+		}
+		started := time.Now()
+		g := newGroup()
+		rows := 0
+		txn := first
+		var held []*wal.Txn
+		for {
+			held = append(held, txn)
+			if err := f.collect(ctx, g, txn, spill); err != nil {
+				release(held)
+				return err
+			}
+			rows += txn.Rows
+			if rows >= spill {
+				break
+			}
+			// Coalesce what is already waiting; never wait for more.
+			select {
+			case txn = <-txns:
+				continue
+			default:
+			}
+			break
+		}
+		err := f.finish(ctx, g, started)
+		release(held)
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func release(txns []*wal.Txn) {
+	for _, t := range txns {
+		t.Release()
+	}
+}
+
+// waitAcks gives the reader a moment to acknowledge what it has read before
+// a graceful stop.
+func (f *Follower) waitAcks(ctx context.Context) {
+	deadline := time.Now().Add(f.opts.StopTimeout / 2)
+	for f.confirmer.waiting() > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// problemsError turns the catalog problems of error severity into one error,
+// one line each.
+func problemsError(problems []build.Problem) error {
+	var msg string
+	n := 0
+	for _, p := range problems {
+		if p.Severity != "error" {
+			continue
+		}
+		n++
+		msg += "\n  " + p.Message
+		if p.Fix != "" {
+			msg += "\n    fix: " + p.Fix
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	return fmt.Errorf("the config does not match the database (%d problems; `flusso-pg validate` lists them):%s", n, msg)
+}

@@ -1,0 +1,95 @@
+package follow_test
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// One change that affects 100k documents (renaming a tag every post has) is
+// streamed through in batches, with bounded memory.
+func TestFollowOneChangeAffecting100kDocuments(t *testing.T) {
+	const posts = 100_000
+	began := time.Now()
+	db := blog(t, 100, posts, 1000)
+	db.Exec(t, "INSERT INTO post_tags SELECT id, 1 FROM posts ON CONFLICT DO NOTHING")
+	t.Logf("loaded in %s", time.Since(began))
+	began = time.Now()
+	dir := t.TempDir()
+	cfg := writeConfig(t, db, dir, "")
+	out := filepath.Join(dir, "out.ndjson")
+	p := start(t, out, "follow", "--config", cfg)
+	waitEvery(t, 3*time.Minute, time.Second, func() bool { return countLines(t, out) >= posts })
+	t.Logf("backfilled in %s", time.Since(began))
+	began = time.Now()
+	db.Exec(t, "UPDATE tags SET name = 'renamed-popular' WHERE id = 1")
+	waitEvery(t, 3*time.Minute, time.Second, func() bool { return countLines(t, out, "renamed-popular") >= posts })
+	t.Logf("streamed 100k documents in %s", time.Since(began))
+	if hwm := peakRSS(t, p.cmd.Process.Pid); hwm > 200<<20 {
+		t.Fatalf("peak RSS %d MiB while rebuilding 100k documents, want bounded (< 200 MiB)", hwm>>20)
+	} else {
+		t.Logf("peak RSS %d MiB", hwm>>20)
+	}
+	if code := p.stop(t, syscall.SIGTERM, 15*time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+}
+
+// A transaction touching every table of the index at once.
+func TestFollowTransactionTouchingEveryTable(t *testing.T) {
+	db := blog(t, 5, 30, 60)
+	dir := t.TempDir()
+	cfg := writeConfig(t, db, dir, "")
+	out := filepath.Join(dir, "out.ndjson")
+	p := start(t, out, "follow", "--config", cfg)
+	waitFold(t, db, out, 30*time.Second)
+	db.Exec(t, `BEGIN;
+		UPDATE authors SET name = 'A' WHERE id = 1;
+		UPDATE users SET handle = 'U' WHERE id = 2;
+		INSERT INTO posts VALUES (1000, 1, 'fresh', NULL, NULL, 0);
+		INSERT INTO comments VALUES (5000, 1000, 2, 'c', 1, now());
+		UPDATE comments SET post_id = 1000 WHERE id = 3;
+		DELETE FROM comments WHERE id = 4;
+		INSERT INTO post_tags VALUES (1000, 7);
+		DELETE FROM post_tags WHERE post_id = 5;
+		UPDATE tags SET name = 'seven' WHERE id = 7;
+		UPDATE posts SET id = 2000 WHERE id = 1000 AND false;
+		DELETE FROM posts WHERE id = 6;
+		COMMIT`)
+	waitFold(t, db, out, 30*time.Second)
+	p.stop(t, syscall.SIGTERM, 10*time.Second)
+}
+
+func countLines(t *testing.T, path string, contains ...string) int {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	if len(contains) == 0 {
+		return strings.Count(string(data), "\n")
+	}
+	return strings.Count(string(data), contains[0])
+}
+
+// peakRSS reads VmHWM, the process's peak resident set, from /proc.
+func peakRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, "VmHWM:") {
+			f := strings.Fields(l)
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM in /proc status")
+	return 0
+}

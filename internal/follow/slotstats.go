@@ -1,0 +1,38 @@
+package follow
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// watchSlot samples the slot's retained WAL and lag for the metrics. It is
+// one cheap catalog query every interval; errors are logged, not fatal.
+func (f *Follower) watchSlot(ctx context.Context, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		var retained, lag *float64
+		err := f.pool.QueryRow(ctx, `
+			SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::float8,
+			       pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::float8
+			  FROM pg_replication_slots WHERE slot_name = $1`, f.cfg.Source.Slot).Scan(&retained, &lag)
+		switch {
+		case err == nil:
+			if retained != nil {
+				f.metrics.RetainedWALBytes.Set(*retained)
+			}
+			if lag != nil {
+				f.metrics.LagBytes.Set(*lag)
+			}
+		case ctx.Err() == nil:
+			f.log.Debug("sample slot statistics", zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
