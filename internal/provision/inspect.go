@@ -335,7 +335,7 @@ func (in *inspection) publication(ctx context.Context, q build.Querier) error {
 	switch {
 	case in.pub == nil:
 		f := Finding{Check: CheckPublication, Status: Fail, Message: fmt.Sprintf("publication %s does not exist", name), Fix: createSQL(name, missing, partitioned)}
-		if in.auto() && (in.superuser || in.createDB) && len(missing) > 0 {
+		if in.auto() && slices.ContainsFunc(missing, in.addable) {
 			f.Status = Warn
 			f.Message += ": flusso-pg will create it for the tables it can add (provision: auto)"
 		} else if in.auto() {
@@ -369,7 +369,8 @@ func (in *inspection) publication(ctx context.Context, q build.Querier) error {
 			Fix:     fmt.Sprintf("ALTER PUBLICATION %s OWNER TO %s;  -- or, as %s: %s", in.pubName(), in.roleName(), change.QuoteIdentIfNeeded(p.Owner), addSQL(name, missing))})
 	}
 	for _, t := range missing {
-		if t.Owned || in.superuser {
+		// Without auto, the coverage verdict's fix is the whole story.
+		if t.Owned || in.superuser || !in.auto() {
 			continue
 		}
 		r.add(Finding{Check: CheckOwnership, Status: need, Index: t.index(), Table: t.name(),

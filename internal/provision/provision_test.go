@@ -220,6 +220,14 @@ ALTER TABLE tags OWNER TO %[1]s; ALTER TABLE post_tags OWNER TO %[1]s; GRANT SEL
 	r = f.inspect(t)
 	want(t, r, CheckOwnership, "", Fail, "role "+f.role+" does not own publication "+f.pub+" (its owner is postgres)",
 		"ALTER PUBLICATION "+f.pub+" OWNER TO "+f.role+";  -- or, as postgres: "+add)
+
+	// With provision: check, you add the table yourself: ownership is
+	// information, and the coverage verdict carries the fix.
+	f.cfg.Source.Provision = config.ProvisionCheck
+	r = f.inspect(t)
+	none(t, r, CheckOwnership, "public.comments")
+	want(t, r, CheckOwnership, "", Info, "does not own publication", "-")
+	want(t, r, CheckCoverage, "public.comments", Fail, "is not in publication", add)
 }
 
 // REPLICA IDENTITY NOTHING: Postgres would refuse UPDATE and DELETE once
@@ -240,8 +248,18 @@ func TestCheckReplicaIdentity(t *testing.T) {
 	want(t, r, CheckReplicaIdentity, "public.logs", Fail, "REPLICA IDENTITY DEFAULT and no primary key", "ALTER TABLE public.logs REPLICA IDENTITY FULL;")
 	want(t, r, CheckCoverage, "public.comments", Fail, "is not in publication", "-")
 	none(t, r, CheckReplicaIdentity, "public.posts")
+	// build says the same about comments (no old row, so no post_id): one verdict is shown.
+	_, problems, err := build.Compile(context.Background(), f.conn, f.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(problems, func(p build.Problem) bool { return p.Code == "replica_identity" && p.Table == "public.comments" }) {
+		t.Fatalf("build has no replica_identity problem for comments: %v", problems)
+	}
+	r.AddProblems(problems)
+	want(t, r, CheckReplicaIdentity, "public.comments", Fail, "Postgres refuses every UPDATE and DELETE on it", "ALTER TABLE public.comments REPLICA IDENTITY FULL;")
 
-	_, err := Ensure(context.Background(), f.conn, f.cfg, nil, f.store, f.log)
+	_, err = Ensure(context.Background(), f.conn, f.cfg, nil, f.store, f.log)
 	if !errors.Is(err, ErrNotReady) {
 		t.Fatalf("ensure: %v", err)
 	}
@@ -256,12 +274,13 @@ func TestCheckReplicaIdentity(t *testing.T) {
 	f.db.Exec(t, "ALTER TABLE comments REPLICA IDENTITY DEFAULT")
 	r = f.inspect(t)
 	none(t, r, CheckReplicaIdentity, "public.comments")
-	_, problems, err := build.Compile(context.Background(), f.conn, f.cfg)
+	_, problems, err = build.Compile(context.Background(), f.conn, f.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.AddProblems(problems)
-	got := want(t, r, "replica_identity", "public.comments", Fail, "post_id", "ALTER TABLE public.comments REPLICA IDENTITY FULL;")
+	got := want(t, r, "replica_identity", "public.comments", Fail, "relations[comments]: table public.comments: REPLICA IDENTITY DEFAULT sends only id in the old row, not post_id",
+		"ALTER TABLE public.comments REPLICA IDENTITY FULL;")
 	if got.Index != "posts" {
 		t.Errorf("build's finding has index %q, want posts", got.Index)
 	}

@@ -117,7 +117,9 @@ func (r *Report) Find(check, table string) []Finding {
 // AddProblems merges the verdicts of internal/build (replica identity,
 // missing columns, join types, ...) into the report: an error is Fail, a
 // warning Warn, the rest Info. missing_table and missing_schema are left
-// out, as is not_a_table: the table check reports them already.
+// out, as is not_a_table: the table check reports them already; so is a
+// replica_identity problem whose fix a failure of this package already gives
+// for the same table.
 func (r *Report) AddProblems(problems []build.Problem) {
 	for _, p := range problems {
 		if p.Code == "missing_table" || p.Code == "missing_schema" || p.Code == "not_a_table" {
@@ -130,9 +132,18 @@ func (r *Report) AddProblems(problems []build.Problem) {
 		case build.SeverityWarning:
 			s = Warn
 		}
+		// The same fix for the same table: this package's verdict says it already.
+		if p.Code == CheckReplicaIdentity && slices.ContainsFunc(r.Findings, func(f Finding) bool {
+			return f.Check == CheckReplicaIdentity && f.Table == p.Table && f.Fix == p.Fix && f.Status == Fail
+		}) {
+			continue
+		}
 		msg := p.Message
-		if p.Path != "" {
-			msg = p.Path + ": " + msg
+		// build's path starts with the index (`index "posts".relations[tags]`),
+		// which the finding's Index says already.
+		path := strings.TrimPrefix(strings.TrimPrefix(p.Path, fmt.Sprintf("index %q", p.Index)), ".")
+		if path != "" {
+			msg = path + ": " + msg
 		}
 		r.add(Finding{Check: p.Code, Status: s, Index: p.Index, Table: p.Table, Column: p.Column, Message: msg, Fix: p.Fix})
 	}
