@@ -101,8 +101,10 @@ func buildObject(names, exprs []string) string {
 }
 
 // object gives the JSON object of node n for the row aliased a: its columns,
-// then its relations and aggregates.
-func (g *sqlgen) object(n *node, a string) string {
+// then its relations and aggregates. joins are LATERAL subqueries to put in
+// the FROM clause right after a: arrays and aggregates over the same table,
+// join and where are computed in one pass over the related rows.
+func (g *sqlgen) object(n *node, a string) (expr, joins string) {
 	var names, exprs []string
 	for _, c := range n.columns {
 		field := c
@@ -112,17 +114,97 @@ func (g *sqlgen) object(n *node, a string) string {
 		names = append(names, lit(field))
 		exprs = append(exprs, col(a, c))
 	}
+	grouped := map[*node]string{}
+	var lateral strings.Builder
+	for _, grp := range groups(n.children) {
+		ga, gn := g.alias(), g.alias()
+		var outs, inner []string
+		for i, ch := range grp {
+			f := gn + ".f" + strconv.Itoa(i)
+			e, j := g.aggregateOf(ch, ga)
+			inner = append(inner, j)
+			outs = append(outs, e+" AS f"+strconv.Itoa(i))
+			if ch.kind == config.HasMany || ch.fn == config.IDs {
+				f = "COALESCE(" + f + ", '[]'::json)"
+			}
+			grouped[ch] = f
+		}
+		first := grp[0]
+		lateral.WriteString(" CROSS JOIN LATERAL (SELECT " + strings.Join(outs, ", ") + " FROM " + from(first.info, first.where, ga) +
+			strings.Join(inner, "") + " WHERE " + on(first.join, a, ga) + ") AS " + gn)
+	}
 	for _, ch := range n.children {
 		names = append(names, lit(ch.field))
-		exprs = append(exprs, g.child(ch, a))
+		if f, ok := grouped[ch]; ok {
+			exprs = append(exprs, f)
+		} else {
+			exprs = append(exprs, g.child(ch, a))
+		}
+	}
+	return buildObject(names, exprs), lateral.String()
+}
+
+// groups finds the children computed together: aggregates and unlimited
+// has_many arrays over the same table, join and where, two or more.
+func groups(children []*node) [][]*node {
+	var out [][]*node
+	index := map[string]int{}
+	for _, ch := range children {
+		if ch.kind != "aggregate" && (ch.kind != config.HasMany || ch.limit > 0) {
+			continue
+		}
+		k := ch.info.Table.Quoted() + "\x00" + ch.where
+		for _, p := range ch.join {
+			k += "\x00" + p.From + "\x00" + p.To
+		}
+		if i, ok := index[k]; ok {
+			out[i] = append(out[i], ch)
+		} else {
+			index[k] = len(out)
+			out = append(out, []*node{ch})
+		}
+	}
+	kept := out[:0]
+	for _, grp := range out {
+		if len(grp) > 1 {
+			kept = append(kept, grp)
+		}
+	}
+	return kept
+}
+
+// aggregateOf gives the aggregate expression of a grouped child over rows aliased a.
+func (g *sqlgen) aggregateOf(n *node, a string) (expr, joins string) {
+	if n.kind == config.HasMany {
+		v, j := g.value(n, a)
+		return "json_agg(" + v + order(n, a) + ")", j
+	}
+	switch n.fn {
+	case config.Count:
+		return "count(*)", ""
+	case config.IDs:
+		return "json_agg(" + keyValue(n, a) + order(&node{key: n.key}, a) + ")", ""
+	}
+	return n.fn + "(" + col(a, n.column) + ")", ""
+}
+
+// keyValue is a row's key as ids gives it: the value, or an object for a composite key.
+func keyValue(n *node, a string) string {
+	if len(n.key) == 1 {
+		return col(a, n.key[0])
+	}
+	var names, exprs []string
+	for _, k := range n.key {
+		names = append(names, lit(k))
+		exprs = append(exprs, col(a, k))
 	}
 	return buildObject(names, exprs)
 }
 
 // value is what one related row contributes: its object, or with scalar its one column.
-func (g *sqlgen) value(n *node, a string) string {
+func (g *sqlgen) value(n *node, a string) (expr, joins string) {
 	if n.scalar && len(n.columns) == 1 {
-		return col(a, n.columns[0])
+		return col(a, n.columns[0]), ""
 	}
 	return g.object(n, a)
 }
@@ -154,52 +236,45 @@ func order(n *node, a string) string {
 func (g *sqlgen) child(n *node, up string) string {
 	a := g.alias()
 	switch n.kind {
-	case config.BelongsTo:
-		return "(SELECT " + g.value(n, a) + " FROM " + from(n.info, n.where, a) + " WHERE " + on(n.join, up, a) + " LIMIT 1)"
-	case config.HasOne:
-		// Several matching rows: the first in key order, the same every time.
-		return "(SELECT " + g.value(n, a) + " FROM " + from(n.info, n.where, a) + " WHERE " + on(n.join, up, a) + order(n, a) + " LIMIT 1)"
+	case config.BelongsTo, config.HasOne:
+		v, j := g.value(n, a)
+		ord := ""
+		if n.kind == config.HasOne {
+			ord = order(n, a) // several matching rows: the first in key order, the same every time
+		}
+		return "(SELECT " + v + " FROM " + from(n.info, n.where, a) + j + " WHERE " + on(n.join, up, a) + ord + " LIMIT 1)"
 	case config.HasMany:
+		v, j := g.value(n, a)
 		var src string
 		if n.limit > 0 {
 			inner := g.alias()
 			src = "(SELECT " + inner + ".* FROM " + from(n.info, n.where, inner) + " WHERE " + on(n.join, up, inner) +
-				order(n, inner) + " LIMIT " + strconv.Itoa(n.limit) + ") AS " + a
+				order(n, inner) + " LIMIT " + strconv.Itoa(n.limit) + ") AS " + a + j
 		} else {
-			src = from(n.info, n.where, a) + " WHERE " + on(n.join, up, a)
+			src = from(n.info, n.where, a) + j + " WHERE " + on(n.join, up, a)
 		}
-		return "COALESCE((SELECT json_agg(" + g.value(n, a) + order(n, a) + ") FROM " + src + "), '[]'::json)"
+		return "COALESCE((SELECT json_agg(" + v + order(n, a) + ") FROM " + src + "), '[]'::json)"
 	case config.ManyToMany:
 		th := g.alias()
+		v, j := g.value(n, a)
 		var src string
 		if n.limit > 0 {
 			inner := g.alias()
 			src = "(SELECT " + inner + ".* FROM " + from(n.through, "", th) + " JOIN " + from(n.info, n.where, inner) +
 				" ON " + on(n.targetJoin, th, inner) + " WHERE " + on(n.join, up, th) + order(n, inner) +
-				" LIMIT " + strconv.Itoa(n.limit) + ") AS " + a
+				" LIMIT " + strconv.Itoa(n.limit) + ") AS " + a + j
 		} else {
-			src = from(n.through, "", th) + " JOIN " + from(n.info, n.where, a) + " ON " + on(n.targetJoin, th, a) +
+			src = from(n.through, "", th) + " JOIN " + from(n.info, n.where, a) + " ON " + on(n.targetJoin, th, a) + j +
 				" WHERE " + on(n.join, up, th)
 		}
-		return "COALESCE((SELECT json_agg(" + g.value(n, a) + order(n, a) + ") FROM " + src + "), '[]'::json)"
+		return "COALESCE((SELECT json_agg(" + v + order(n, a) + ") FROM " + src + "), '[]'::json)"
 	case "aggregate":
 		src := from(n.info, n.where, a) + " WHERE " + on(n.join, up, a)
 		switch n.fn {
 		case config.Count:
 			return "(SELECT count(*) FROM " + src + ")"
 		case config.IDs:
-			var v string
-			if len(n.key) == 1 {
-				v = col(a, n.key[0])
-			} else {
-				var names, exprs []string
-				for _, k := range n.key {
-					names = append(names, lit(k))
-					exprs = append(exprs, col(a, k))
-				}
-				v = buildObject(names, exprs)
-			}
-			return "COALESCE((SELECT json_agg(" + v + order(&node{key: n.key}, a) + ") FROM " + src + "), '[]'::json)"
+			return "COALESCE((SELECT json_agg(" + keyValue(n, a) + order(&node{key: n.key}, a) + ") FROM " + src + "), '[]'::json)"
 		default:
 			return "(SELECT " + n.fn + "(" + col(a, n.column) + ") FROM " + src + ")"
 		}
@@ -243,8 +318,9 @@ func documentSQL(ix *Index) string {
 	var b strings.Builder
 	b.WriteString("SELECT " + keyObject(ix.keyCols, keyExprs) + " AS key, " + strings.Join(texts, ", ") + ", d.doc\n")
 	b.WriteString("FROM (SELECT " + strings.Join(casts, ", ") + " FROM unnest(" + strings.Join(params, ", ") + ") AS v(" + strings.Join(vs, ", ") + ")) AS k\n")
-	b.WriteString("LEFT JOIN LATERAL (SELECT " + g.object(ix.root, "t0") + " AS doc\n")
-	b.WriteString("  FROM " + from(ix.root.info, ix.root.where, "t0") + " WHERE " + strings.Join(conds, " AND ") + ") AS d ON true")
+	obj, joins := g.object(ix.root, "t0")
+	b.WriteString("LEFT JOIN LATERAL (SELECT " + obj + " AS doc\n")
+	b.WriteString("  FROM " + from(ix.root.info, ix.root.where, "t0") + joins + " WHERE " + strings.Join(conds, " AND ") + ") AS d ON true")
 	return b.String()
 }
 
@@ -277,8 +353,9 @@ func scanSQL(ix *Index, after, upTo bool) string {
 		conds = append(conds, row+" <= "+params())
 	}
 	var b strings.Builder
-	b.WriteString("SELECT " + keyObject(ix.keyCols, keyExprs) + " AS key, " + strings.Join(texts, ", ") + ",\n  " + g.object(ix.root, "t0") + " AS doc\n")
-	b.WriteString("FROM " + from(ix.root.info, ix.root.where, "t0"))
+	obj, joins := g.object(ix.root, "t0")
+	b.WriteString("SELECT " + keyObject(ix.keyCols, keyExprs) + " AS key, " + strings.Join(texts, ", ") + ",\n  " + obj + " AS doc\n")
+	b.WriteString("FROM " + from(ix.root.info, ix.root.where, "t0") + joins)
 	if len(conds) > 0 {
 		b.WriteString("\nWHERE " + strings.Join(conds, " AND "))
 	}
