@@ -30,6 +30,7 @@ type Index struct {
 	keyCols []string
 	keyType []string
 	docSQL  string
+	scanSQL [2][2]string // [after][upTo]
 }
 
 // node is one table in an index's document tree: the root, a relation or an
@@ -163,6 +164,11 @@ func NewPlan(cat *Catalog, cfg *config.Config) (*Plan, []Problem) {
 			ix.keyType = append(ix.keyType, col.Type)
 		}
 		ix.docSQL = documentSQL(ix)
+		for a := range 2 {
+			for u := range 2 {
+				ix.scanSQL[a][u] = scanSQL(ix, a == 1, u == 1)
+			}
+		}
 	}
 	p.index()
 	return p, c.problems

@@ -364,7 +364,7 @@ func scanSQL(ix *Index, after, upTo bool) string {
 }
 
 // ScanSQL is Scan's statement, for explain: with both bounds.
-func (ix *Index) ScanSQL() string { return scanSQL(ix, true, true) }
+func (ix *Index) ScanSQL() string { return ix.scanSQL[1][1] }
 
 // Build builds the documents of keys with one query, calling fn once per
 // distinct key (Doc.Doc nil: the root row is gone, write a delete).
@@ -419,7 +419,14 @@ func (ix *Index) Scan(ctx context.Context, q Querier, after, upTo Key, limit int
 	} else {
 		args = append(args, nil)
 	}
-	last, n, err := ix.run(ctx, q, scanSQL(ix, after != nil, upTo != nil), args, fn)
+	a, u := 0, 0
+	if after != nil {
+		a = 1
+	}
+	if upTo != nil {
+		u = 1
+	}
+	last, n, err := ix.run(ctx, q, ix.scanSQL[a][u], args, fn)
 	if err != nil {
 		return nil, n, fmt.Errorf("index %s: scan documents: %w", ix.Name(), err)
 	}
