@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/flusso-pg/flusso-pg/internal/change"
 	"github.com/flusso-pg/flusso-pg/internal/pgtest"
 )
 
@@ -239,5 +240,29 @@ func TestWideTable(t *testing.T) {
 	strip := func(s string) string { return strings.ReplaceAll(s, " ", "") }
 	if strip(got) != strip(want) {
 		t.Errorf("150 columns: keys or values differ\n got: %s\nwant: %s", got, want)
+	}
+}
+
+func TestOddNames(t *testing.T) {
+	db := pgtest.NewDB(t)
+	db.Exec(t, `CREATE SCHEMA "we""ird"; CREATE TABLE "we""ird"."Sel ect" ("from" int PRIMARY KEY, "a""b" text, "Mixed" int);
+		CREATE TABLE "we""ird".kids (id int PRIMARY KEY, "parentId" int, "order" int);
+		ALTER TABLE "we""ird".kids REPLICA IDENTITY FULL;
+		INSERT INTO "we""ird"."Sel ect" VALUES (1, 'x"y', 7); INSERT INTO "we""ird".kids VALUES (10, 1, 2), (11, 1, 1)`)
+	p := mustCompile(t, db, parseConfig(t, `
+indexes:
+  - name: odd
+    table: '"we""ird"."Sel ect"'
+    rename: {a"b: it's}
+    relations:
+      - {name: kids, table: '"we""ird".kids', kind: has_many, join: {from: parentId}, order_by: [order desc], columns: [id]}
+    aggregates:
+      - {name: n, table: '"we""ird".kids', join: {from: parentId}, fn: sum, column: order}
+`))
+	assertJSON(t, one(t, db, p.Indexes[0], "1"), `{"from": 1, "it's": "x\"y", "Mixed": 7, "kids": [{"id": 10}, {"id": 11}], "n": 3}`)
+	kids := change.Table{Schema: `we"ird`, Name: "kids"}
+	got, _ := resolved(t, db, p, change.Row{Table: kids, Op: change.Delete, Cols: p.CaptureColumns()[kids], Old: vals("10", "1")})
+	if got["odd"] != "1" {
+		t.Errorf("resolve: %v", got)
 	}
 }
