@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Backfill benchmark, side by side in one run (issue 5):
+#   peer:      psql -c "COPY (<reference query>) TO STDOUT" >/dev/null, the
+#              single-query limit for building the blog documents;
+#   flusso-pg: flusso-pg backfill --workers 1 and --workers 2 >/dev/null, the
+#              same documents from one exported snapshot.
+# Each is run RUNS times; the median is reported, with flusso-pg's peak RSS
+# (/usr/bin/time -v). It starts its own throwaway PostgreSQL (bench/lib.sh)
+# and exits non-zero only when a run fails.
+# Usage: bench/backfill.sh [POSTS=200000] [COMMENTS=1000000] [AUTHORS=5000] [RUNS=3]
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+POSTS=${1:-200000}
+COMMENTS=${2:-1000000}
+AUTHORS=${3:-5000}
+RUNS=${4:-3}
+
+if ! [ -x "$PGBIN/postgres" ] || ! command -v psql >/dev/null || ! [ -x /usr/bin/time ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq postgresql postgresql-client time >/dev/null
+    PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  else
+    echo "bench: needs PostgreSQL, psql and /usr/bin/time: apt-get install postgresql postgresql-client time" >&2
+    exit 1
+  fi
+fi
+
+work=$(mktemp -d /tmp/flusso-bench-backfill.XXXXXX)
+chmod 755 "$work"
+trap 'pg_stop; rm -rf "$work"' EXIT
+pg_start "$work/pg"
+FLUSSO="$work/flusso-pg"
+build_flusso "$FLUSSO"
+
+echo "loading the blog workload: $POSTS posts, $COMMENTS comments, $AUTHORS authors" >&2
+blog_load blog "$POSTS" "$COMMENTS" "$AUTHORS"
+psql -q -d blog -c "VACUUM ANALYZE" >/dev/null
+blog=$(cat "$BENCH_ROOT/workloads/blog/flusso.yaml")
+cat >"$work/flusso.yaml" <<YAML
+source: {dsn: "$(dsn blog)"}
+log: {level: info}
+indexes:${blog#*$'\n'indexes:}
+YAML
+reference=$(grep -v '^--' "$BENCH_ROOT/workloads/blog/reference.sql")
+failed=0
+
+# time_run NAME CMD...: runs CMD under /usr/bin/time -v with stdout to
+# /dev/null; prints "seconds rss_kb"; stderr is kept in $work/NAME.err.
+time_run() {
+  local name=$1; shift
+  local t0 t1
+  t0=$(now_ns)
+  if ! /usr/bin/time -v -o "$work/$name.time" "$@" >/dev/null 2>"$work/$name.err"; then
+    echo "bench: $name failed:" >&2
+    tail -5 "$work/$name.err" >&2
+    failed=1
+    echo "0 0"
+    return
+  fi
+  t1=$(now_ns)
+  echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }') $(peak_rss_kb "$work/$name.time")"
+}
+
+# Warm the cache once so no run pays for the first read of the tables.
+psql -Atq -d blog -c "COPY ($reference) TO STDOUT" >/dev/null
+
+peer_s=(); w1_s=(); w2_s=(); w1_rss=(); w2_rss=(); peer_rss=()
+for run in $(seq "$RUNS"); do
+  read -r s rss < <(time_run "copy-$run" psql -Atq -d blog -c "COPY ($reference) TO STDOUT")
+  peer_s+=("$s"); peer_rss+=("$rss")
+  for w in 1 2; do
+    read -r s rss < <(time_run "flusso-w$w-$run" "$FLUSSO" backfill --config "$work/flusso.yaml" --workers "$w" --output -)
+    if [ "$s" != 0 ] && ! grep -q "\"documents\": $POSTS," "$work/flusso-w$w-$run.err"; then
+      echo "bench: flusso-pg --workers $w (run $run) did not report $POSTS documents:" >&2
+      grep "backfill done" "$work/flusso-w$w-$run.err" >&2 || tail -3 "$work/flusso-w$w-$run.err" >&2
+      failed=1
+    fi
+    if [ "$w" = 1 ]; then w1_s+=("$s"); w1_rss+=("$rss"); else w2_s+=("$s"); w2_rss+=("$rss"); fi
+  done
+  echo "run $run: copy ${peer_s[-1]} s, flusso-pg w1 ${w1_s[-1]} s, w2 ${w2_s[-1]} s" >&2
+done
+
+med() { printf '%s\n' "$@" | median; }
+peer=$(med "${peer_s[@]}")
+rate() { awk -v n="$POSTS" -v s="$1" 'BEGIN { print (s > 0 ? n / s : 0) }'; }
+mib() { awk -v k="$(printf '%s\n' "$@" | sort -g | tail -1)" 'BEGIN { printf "%.0f", k / 1024 }'; }
+echo "blog: $POSTS posts, $COMMENTS comments, $AUTHORS authors; median of $RUNS runs; $(nproc) CPUs; PostgreSQL $PGMAJOR"
+report "backfill --workers 1 vs COPY (reference)" "$(rate "$(med "${w1_s[@]}")")" "$(rate "$peer")" "docs/s" | tr -d '\n'
+echo "   peak RSS flusso-pg $(mib "${w1_rss[@]}") MiB, psql $(mib "${peer_rss[@]}") MiB"
+report "backfill --workers 2 vs COPY (reference)" "$(rate "$(med "${w2_s[@]}")")" "$(rate "$peer")" "docs/s" | tr -d '\n'
+echo "   peak RSS flusso-pg $(mib "${w2_rss[@]}") MiB"
+exit $failed
