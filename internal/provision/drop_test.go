@@ -11,7 +11,10 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
 
+	"github.com/flusso-pg/flusso-pg/internal/config"
+	"github.com/flusso-pg/flusso-pg/internal/pgtest"
 	"github.com/flusso-pg/flusso-pg/internal/state"
 )
 
@@ -166,5 +169,61 @@ func TestDropRefusesActiveSlot(t *testing.T) {
 	var rec state.Publication
 	if ok, _ := f.store.Load(state.PublicationRecord, &rec); !ok {
 		t.Fatal("a refused drop removed the publication record")
+	}
+}
+
+// A slot that fell further behind than max_slot_wal_keep_size is
+// invalidated at a checkpoint: check fails it with the way out, and drop
+// still removes it. A cluster of its own, so the small limit touches no
+// other test.
+func TestSlotInvalidated(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: skipped on purpose under -short")
+	}
+	c, err := pgtest.Start(pgtest.Options{Settings: []string{"max_slot_wal_keep_size = 1MB", "max_wal_size = 32MB", "min_wal_size = 32MB"}})
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	t.Cleanup(func() { stopCluster(c) })
+	db := c.NewDB(t)
+	db.Exec(t, blogSchema)
+	cfg, err := config.Parse([]byte(fmt.Sprintf("source:\n  dsn: %s\n  slot: lagging\n  publication: p\n%s", db.DSN, blogIndexes)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Exec(t, "SELECT pg_create_logical_replication_slot('lagging', 'pgoutput')")
+	ctx := context.Background()
+	r, err := Inspect(ctx, db.Pool, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want(t, r, CheckWalKeep, "", OK, "max_slot_wal_keep_size is 1MB", "")
+	want(t, r, CheckSlot, "", OK, "wal_status reserved", "")
+
+	for i := 0; i < 4; i++ {
+		db.Exec(t, "INSERT INTO posts VALUES ($1, 1, 'x')", i)
+		db.Exec(t, "SELECT pg_switch_wal()")
+	}
+	db.Exec(t, "CHECKPOINT")
+	r, err = Inspect(ctx, db.Pool, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := "slot lagging is invalidated (the WAL it needs is gone (wal_status lost))"
+	if r.Version >= 17 {
+		msg = "slot lagging is invalidated (invalidation reason: wal_removed)"
+	}
+	want(t, r, CheckSlot, "", Fail, msg, "flusso-pg follow --resync  -- a fresh slot and a full backfill; or: flusso-pg drop, then flusso-pg follow")
+
+	store := state.New(t.TempDir(), "lagging")
+	p, err := PlanDrop(ctx, db.Pool, cfg, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Drop(ctx, db.Pool, p, store, zap.NewNop()); err != nil {
+		t.Fatalf("drop an invalidated slot: %v", err)
+	}
+	if p, _ := PlanDrop(ctx, db.Pool, cfg, store); !p.Nothing() {
+		t.Fatalf("after drop: %+v", p)
 	}
 }

@@ -3,6 +3,8 @@ package provision
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -170,6 +172,12 @@ func dump(r *Report) string {
 	var b strings.Builder
 	r.WriteText(&b)
 	return b.String()
+}
+
+// stopCluster stops a cluster a test started itself and removes its files.
+func stopCluster(c *pgtest.Cluster) {
+	c.Stop()
+	os.RemoveAll(filepath.Dir(c.DataDir))
 }
 
 func (f *fixture) publicationTables(t *testing.T) []string {

@@ -303,7 +303,7 @@ func TestCheckWalLevelReplica(t *testing.T) {
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
-	t.Cleanup(c.Stop)
+	t.Cleanup(func() { stopCluster(c) })
 	db := c.NewDB(t)
 	db.Exec(t, blogSchema)
 	cfg, err := config.Parse([]byte(fmt.Sprintf("source:\n  dsn: %s\n  slot: s\n  publication: p\n%s", db.DSN, blogIndexes)))
