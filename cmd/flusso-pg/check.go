@@ -40,22 +40,27 @@ Exit code 0 when ready, 1 when not.`,
 			if ctx == nil {
 				ctx = context.Background()
 			}
+			var report *provision.Report
 			conn, err := pgx.Connect(ctx, cfg.Source.DSN)
 			if err != nil {
-				return fmt.Errorf("connect to %s: %w", config.RedactDSN(cfg.Source.DSN), err)
+				// Still a report, so --json readers get one.
+				report = &provision.Report{Publication: cfg.Source.Publication, Slot: cfg.Source.Slot, Provision: cfg.Source.Provision}
+				report.Add(provision.Finding{Check: provision.CheckConnection, Status: provision.Fail,
+					Message: fmt.Sprintf("cannot connect to %s: %v", config.RedactDSN(cfg.Source.DSN), err),
+					Fix:     "check source.dsn (host, port, user, password, database), that the server is running, and that pg_hba.conf lets this user connect from here"})
+			} else {
+				defer conn.Close(context.WithoutCancel(ctx))
+				plan, problems, compileErr := build.Compile(ctx, conn, cfg)
+				report, err = provision.Inspect(ctx, conn, cfg, plan)
+				if err != nil {
+					return err
+				}
+				if compileErr != nil {
+					report.Add(provision.Finding{Check: "catalog", Status: provision.Fail,
+						Message: fmt.Sprintf("could not read the catalog for the indexes: %v", compileErr)})
+				}
+				report.AddProblems(problems)
 			}
-			defer conn.Close(context.WithoutCancel(ctx))
-
-			plan, problems, compileErr := build.Compile(ctx, conn, cfg)
-			report, err := provision.Inspect(ctx, conn, cfg, plan)
-			if err != nil {
-				return err
-			}
-			if compileErr != nil {
-				report.Add(provision.Finding{Check: "catalog", Status: provision.Fail,
-					Message: fmt.Sprintf("could not read the catalog for the indexes: %v", compileErr)})
-			}
-			report.AddProblems(problems)
 			out := cmd.OutOrStdout()
 			if asJSON {
 				err = report.WriteJSON(out)

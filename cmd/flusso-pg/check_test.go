@@ -91,8 +91,14 @@ indexes:
 		t.Fatal(err)
 	}
 
+	// A server that is not there: a report still, with the fix.
+	out, _, err := run(t, "check", "--config", file, "--dsn", "postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=5", "--json")
+	if exitCode(err) != 1 || !strings.Contains(out, `"check": "connection"`) || !strings.Contains(out, "check source.dsn") {
+		t.Fatalf("check without a server: exit %d (%v)\n%s", exitCode(err), err, out)
+	}
+
 	// No publication, provision check: not ready, exit 1, with the fix.
-	out, _, err := run(t, "check", "--config", file)
+	out, _, err = run(t, "check", "--config", file)
 	if exitCode(err) != 1 {
 		t.Fatalf("check: exit %d (%v), want 1\n%s", exitCode(err), err, out)
 	}
