@@ -47,7 +47,9 @@
 //	LEFT JOIN LATERAL (SELECT json_build_object(...) AS doc
 //	                   FROM posts AS t0 WHERE t0.id = k.k0) AS d ON true
 //
-// Keys travel as text (one text[] per key column) and are cast to the
+// Arrays and aggregates over the same table, join and where are computed in
+// one LATERAL pass (json_agg, count and max over a post's comments read them
+// once). Keys travel as text (one text[] per key column) and are cast to the
 // column's type on the server, so a composite key, a uuid or a bigint past
 // 2^53 needs nothing special, and the key JSON is typed ({"id":42}) even for
 // a key whose row is gone: that row comes back with a NULL document, which
