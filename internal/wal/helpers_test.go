@@ -215,7 +215,7 @@ func (f *fixture) slotConfirmed() pglogrepl.LSN {
 	return lsn
 }
 
-func currentLSN(t *testing.T, db *pgtest.DB) pglogrepl.LSN {
+func currentLSN(t testing.TB, db *pgtest.DB) pglogrepl.LSN {
 	t.Helper()
 	var lsn pglogrepl.LSN
 	if err := db.Pool.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()`).Scan(&lsn); err != nil {
