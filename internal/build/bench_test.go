@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // BenchmarkBlogDocuments builds every document of the blog workload
@@ -28,14 +30,29 @@ func BenchmarkBlogDocuments(b *testing.B) {
 	db, p := loadBlog(b, strconv.Itoa(max(posts/20, 1)), strconv.Itoa(posts), strconv.Itoa(posts*5))
 	ix := p.Indexes[0]
 	ctx := context.Background()
+	// COPY runs as psql would, with the server's settings; documents run on
+	// a connection with RuntimeParams, as flusso-pg's own connections do.
+	// FLUSSO_BENCH_JIT=on|off sets jit on both.
+	copyConn, err := db.Pool.Acquire(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer copyConn.Release()
 	conn, err := db.Pool.Acquire(ctx)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer conn.Release()
-	if jit := os.Getenv("FLUSSO_BENCH_JIT"); jit != "" {
-		if _, err := conn.Exec(ctx, "SET jit = "+jit); err != nil {
+	for k, v := range RuntimeParams {
+		if _, err := conn.Exec(ctx, "SELECT set_config($1, $2, false)", k, v); err != nil {
 			b.Fatal(err)
+		}
+	}
+	if jit := os.Getenv("FLUSSO_BENCH_JIT"); jit != "" {
+		for _, c := range []*pgxpool.Conn{copyConn, conn} {
+			if _, err := c.Exec(ctx, "SELECT set_config('jit', $1, false)", jit); err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
 	var keys []Key
@@ -48,7 +65,7 @@ func BenchmarkBlogDocuments(b *testing.B) {
 	ref := readFile(b, workload(b, "reference.sql"))
 
 	copyAll := func(b *testing.B) int {
-		tag, err := conn.Conn().PgConn().CopyTo(ctx, io.Discard, "COPY ("+ref+") TO STDOUT")
+		tag, err := copyConn.Conn().PgConn().CopyTo(ctx, io.Discard, "COPY ("+ref+") TO STDOUT")
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -26,6 +26,17 @@ type Doc struct {
 	Doc    []byte // the JSON document; nil when the root row is gone or no longer matches the root's where
 }
 
+// RuntimeParams are the session settings document queries run best with.
+// A batch of a few thousand documents costs enough for the planner to JIT
+// compile it, and the compilation (100 ms and more) is paid again on every
+// batch; the queries are index lookups that JIT does not speed up. Set them
+// on the connections that build documents:
+//
+//	for k, v := range build.RuntimeParams {
+//		poolConfig.ConnConfig.RuntimeParams[k] = v
+//	}
+var RuntimeParams = map[string]string{"jit": "off"}
+
 // maxPairs is how many name/value pairs go into one json_build_object call:
 // Postgres caps a function call at 100 arguments.
 const maxPairs = 50
