@@ -85,6 +85,7 @@ type task struct {
 	ip  *indexProgress
 	r   *keyRange
 	bar *bar
+	lsn pglogrepl.LSN // written on its lines
 }
 
 // Run backfills every selected index that is not already done according to
@@ -175,8 +176,13 @@ func (b *Backfill) Run(ctx context.Context, snap Snapshot, imported func()) (err
 	}
 	b.log.Info("backfill started", zap.Int("indexes", len(todo)), zap.Int("ranges", len(tasks)),
 		zap.Int("workers", workers), zap.Stringer("lsn", lsn), zap.Bool("exported_by_slot", snap.Name != ""))
+	lsns := map[*indexProgress]pglogrepl.LSN{}
 	for _, ix := range todo {
-		b.ckpt.started(b.ckpt.index(ix), lsn)
+		ip := b.ckpt.index(ix)
+		lsns[ip] = b.ckpt.started(ip, lsn)
+	}
+	for i := range tasks {
+		tasks[i].lsn = lsns[tasks[i].ip]
 	}
 
 	queue := make(chan task, len(tasks))
@@ -189,7 +195,7 @@ func (b *Backfill) Run(ctx context.Context, snap Snapshot, imported func()) (err
 	g, gctx := errgroup.WithContext(ctx)
 	ws, wctx := errgroup.WithContext(gctx)
 	for _, s := range sessions {
-		ws.Go(func() error { return b.work(wctx, s.tx, queue, lsn) })
+		ws.Go(func() error { return b.work(wctx, s.tx, queue) })
 	}
 	stop := make(chan struct{})
 	g.Go(func() error {
@@ -254,7 +260,7 @@ func (b *Backfill) selected() ([]*build.Index, error) {
 
 // work reads tasks until none is left, in the worker's snapshot transaction.
 // Only one batch's lines are held in memory.
-func (b *Backfill) work(ctx context.Context, tx pgx.Tx, queue <-chan task, lsn pglogrepl.LSN) error {
+func (b *Backfill) work(ctx context.Context, tx pgx.Tx, queue <-chan task) error {
 	buf := make([]byte, 0, 256<<10)
 	for t := range queue {
 		name := t.ix.Name()
@@ -268,7 +274,7 @@ func (b *Backfill) work(ctx context.Context, tx pgx.Tx, queue <-chan task, lsn p
 				if d.Doc == nil {
 					return nil // a scan only returns rows that match the root's where
 				}
-				buf = output.AppendUpsert(buf, name, d.Key, d.ID, lsn, d.Doc)
+				buf = output.AppendUpsert(buf, name, d.Key, d.ID, t.lsn, d.Doc)
 				return nil
 			})
 			if err != nil {

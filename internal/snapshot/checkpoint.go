@@ -32,7 +32,7 @@ type indexProgress struct {
 	Fingerprint string        `json:"fingerprint"`
 	Done        bool          `json:"done"`
 	Rows        int64         `json:"rows"` // documents written and flushed
-	LSN         pglogrepl.LSN `json:"lsn"`  // the snapshot position of the latest pass
+	LSN         pglogrepl.LSN `json:"lsn"`  // the position written on its lines: of the snapshot it began in
 	StartedAt   time.Time     `json:"started_at,omitzero"`
 	FinishedAt  time.Time     `json:"finished_at,omitzero"`
 	Ranges      []*keyRange   `json:"ranges,omitempty"` // dropped once done
@@ -174,15 +174,21 @@ func equalKey(a, b build.Key) bool {
 
 func (c *checkpoints) index(ix *build.Index) *indexProgress { return c.plan[ix] }
 
-// started notes the snapshot position of this pass.
-func (c *checkpoints) started(ip *indexProgress, lsn pglogrepl.LSN) {
+// started notes the snapshot position of the pass that begins the index;
+// a resumed index keeps the position it began at, so every backfill line of
+// an index carries one LSN (on the first follow, the slot's consistent
+// point) and no stream line that follows carries a lower one.
+func (c *checkpoints) started(ip *indexProgress, lsn pglogrepl.LSN) pglogrepl.LSN {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ip.LSN = lsn
+	if ip.LSN == 0 || ip.Rows == 0 {
+		ip.LSN = lsn
+	}
 	if ip.StartedAt.IsZero() {
 		ip.StartedAt = time.Now().UTC()
 	}
 	c.dirty = true
+	return ip.LSN
 }
 
 // advance records that the lines of a batch up to last are written (not yet

@@ -81,6 +81,12 @@ func TestResumeAfterCancel(t *testing.T) {
 		t.Fatalf("the resumed run wrote %d lines, want %d (the rest after the checkpoints)", got, wantN)
 	}
 	sameDocs(t, fold(t, lines, "posts"), want)
+	// The resumed lines keep the position the index's backfill began at.
+	for _, l := range lines {
+		if l.LSN != ip.LSN.String() {
+			t.Fatalf("line at %s, want %s for every line of the index", l.LSN, ip.LSN)
+		}
+	}
 	after := loadRecord(t, store).Indexes["posts"]
 	if !after.Done || after.Rows != int64(len(want)) {
 		t.Fatalf("record after the resume: done %v rows %d", after.Done, after.Rows)
