@@ -16,10 +16,16 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"go.uber.org/zap"
+
+	"github.com/flusso-pg/flusso-pg/internal/change"
 )
 
 // errStreamEnded: the server ended the copy stream (it is shutting down).
 var errStreamEnded = errors.New("the server ended the replication stream")
+
+// errServerStopping: the server is shutting down and waits for us to
+// confirm positions we cannot confirm yet.
+var errServerStopping = errors.New("the server is shutting down and waits for confirmations still pending: disconnecting so it can stop; unconfirmed transactions will be delivered again")
 
 // Confirm reports that every transaction up to lsn (a Txn.EndLSN) is
 // durably written. The slot's confirmed position follows on the next status
@@ -45,6 +51,19 @@ func (c *Capture) Run(ctx context.Context, out chan<- *Txn) error {
 	select {
 	case <-c.released:
 	case <-ctx.Done():
+		return nil
+	}
+	// A dropped publication ends the stream with an error on most servers,
+	// but PG18 skips it and goes on: a watcher checks for it now and then.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	wg.Go(func() { c.watchPublication(ctx, cancel) })
+	stopped := func() error {
+		if err := context.Cause(ctx); errors.Is(err, ErrPublicationMissing) {
+			return err
+		}
 		return nil
 	}
 	c.mu.Lock()
@@ -75,14 +94,14 @@ func (c *Capture) Run(ctx context.Context, out chan<- *Txn) error {
 			conn, err = c.reconnect(ctx)
 			if err != nil {
 				if ctx.Err() != nil {
-					return nil
+					return stopped()
 				}
 				if fatal(err) {
 					return err
 				}
 				c.log.Warn("reconnect failed; retrying", zap.Error(err))
 				if !delay.sleep(ctx) {
-					return nil
+					return stopped()
 				}
 				continue
 			}
@@ -96,7 +115,7 @@ func (c *Capture) Run(ctx context.Context, out chan<- *Txn) error {
 		conn = nil
 		s.asm.reset()
 		if ctx.Err() != nil {
-			return nil
+			return stopped()
 		}
 		if fatal(err) {
 			return err
@@ -106,7 +125,49 @@ func (c *Capture) Run(ctx context.Context, out chan<- *Txn) error {
 		}
 		c.log.Warn("replication stream interrupted; reconnecting", zap.Error(err))
 		if !delay.sleep(ctx) {
-			return nil
+			return stopped()
+		}
+	}
+}
+
+// watchPublication checks every few status intervals, over an ordinary
+// connection, that the publication still exists; when it does not, it
+// cancels ctx with ErrPublicationMissing.
+func (c *Capture) watchPublication(ctx context.Context, cancel context.CancelCauseFunc) {
+	every := min(max(5*c.cfg.StatusInterval, time.Second), time.Minute)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var conn *pgconn.PgConn
+	defer func() {
+		if conn != nil {
+			closeConn(conn)
+		}
+	}()
+	sql := "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = " + change.QuoteLiteral(c.cfg.Publication)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if conn == nil {
+			var err error
+			if conn, err = pgconn.Connect(ctx, c.cfg.DSN); err != nil {
+				conn = nil
+				continue // the stream's own reconnects report connection trouble
+			}
+		}
+		qctx, qcancel := context.WithTimeout(ctx, 10*time.Second)
+		rows, err := simpleQuery(qctx, conn, sql)
+		qcancel()
+		if err != nil {
+			closeConn(conn)
+			conn = nil
+			continue
+		}
+		if len(rows) == 0 {
+			cancel(fmt.Errorf("publication %s: %w", c.cfg.Publication, ErrPublicationMissing))
+			return
 		}
 	}
 }
@@ -164,7 +225,8 @@ type session struct {
 	asm *assembler
 
 	conn  *pgconn.PgConn
-	next  time.Time // when the next status update is due
+	pings []time.Time // recent reply-requested keepalives while something was pending
+	next  time.Time   // when the next status update is due
 	dl    deadline
 	watch sync.WaitGroup // the goroutine that cancels reads when ctx ends
 }
@@ -244,6 +306,9 @@ func (s *session) run(ctx context.Context, conn *pgconn.PgConn) (received bool, 
 				walEnd := pglogrepl.LSN(binary.BigEndian.Uint64(m.Data[1:]))
 				c.wm.idle(walEnd, s.asm.open())
 				if m.Data[17] != 0 {
+					if s.stopping(walEnd) {
+						return received, errServerStopping
+					}
 					if err := s.status(false); err != nil {
 						return received, err
 					}
@@ -266,6 +331,30 @@ func (s *session) run(ctx context.Context, conn *pgconn.PgConn) (received bool, 
 			return received, errStreamEnded
 		}
 	}
+}
+
+// stopping recognises a server in shutdown that waits for our confirmation.
+// A stopping walsender (walsender.c WalSndDone) asks for a reply again
+// each time it gets one, until the flush position we report reaches what
+// it has sent. When nothing is pending the watermark moves there and the
+// server stops; when a transaction handed out is still unconfirmed it can
+// not, and would wait forever since our replies keep its timeout away.
+// Normal keepalives ask for a reply at most every wal_sender_timeout/2, so
+// a burst of requests means shutdown: we disconnect and let it stop.
+func (s *session) stopping(walEnd pglogrepl.LSN) bool {
+	if !s.c.wm.pending() && !s.asm.open() {
+		s.pings = s.pings[:0]
+		return false
+	}
+	now := time.Now()
+	keep := s.pings[:0]
+	for _, p := range s.pings {
+		if now.Sub(p) < 2*time.Second {
+			keep = append(keep, p)
+		}
+	}
+	s.pings = append(keep, now)
+	return len(s.pings) >= 8
 }
 
 // handle decodes one pgoutput message and hands out a committed transaction.

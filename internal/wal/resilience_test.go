@@ -1,0 +1,256 @@
+package wal
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/flusso-pg/flusso-pg/internal/change"
+	"github.com/flusso-pg/flusso-pg/internal/state"
+)
+
+// A server restart mid-stream: capture reconnects with backoff, resumes
+// from the confirmed position and delivers the unconfirmed commit again.
+func TestServerRestart(t *testing.T) {
+	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t", map[change.Table][]string{tbl("t"): {"id"}})
+	c, st := f.open()
+	r := run(t, c, st, 4)
+	f.db.Exec(t, `INSERT INTO t VALUES (1)`)
+	a := r.next(10 * time.Second)
+	c.Confirm(a.EndLSN)
+	a.Release()
+	eventually(t, 10*time.Second, "confirm of the first commit", func() bool { return f.slotConfirmed() >= a.EndLSN })
+	f.db.Exec(t, `INSERT INTO t VALUES (2)`)
+	b := r.next(10 * time.Second)
+	b.Release() // handed out, never confirmed
+
+	cluster := f.db.Cluster
+	if err := cluster.StopFast(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := cluster.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	f.db.Pool.Reset()
+
+	// The replayed commit comes again (and, if the server had not saved the
+	// slot's position, the confirmed one may come too: at-least-once).
+	for {
+		txn := r.next(30 * time.Second)
+		if txn.EndLSN > b.EndLSN {
+			t.Fatalf("got commit %s before the replay of %s", txn.EndLSN, b.EndLSN)
+		}
+		done := txn.EndLSN == b.EndLSN
+		if done {
+			equal(t, txnText(t, txn), []string{"I public.t new[2]"})
+		}
+		txn.Release()
+		if done {
+			break
+		}
+	}
+	if c.Reconnects() == 0 {
+		t.Fatal("no reconnect counted")
+	}
+	f.db.Exec(t, `INSERT INTO t VALUES (3)`)
+	equal(t, txnText(t, r.next(10*time.Second)), []string{"I public.t new[3]"})
+}
+
+// The state dir ties progress to one server: another system identifier is
+// refused with ErrServerChanged.
+func TestWrongServer(t *testing.T) {
+	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t", map[change.Table][]string{tbl("t"): {"id"}})
+	if err := f.cfg.Store.Save(state.IdentityRecord, state.Identity{SystemID: "12345", Slot: f.cfg.Slot}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := New(f.cfg, testLogger(t)).Open(context.Background())
+	if !errors.Is(err, ErrServerChanged) {
+		t.Fatalf("open: %v, want ErrServerChanged", err)
+	}
+}
+
+// A slot dropped behind our back, or one the state dir does not know,
+// stops capture; --resync (Config.Resync) starts over with a new slot.
+func TestSlotMissingUnknownResync(t *testing.T) {
+	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t", map[change.Table][]string{tbl("t"): {"id"}})
+	c, st := f.open()
+	c.Close()
+	if dropped, err := DropSlot(context.Background(), f.db.DSN, f.cfg.Slot); err != nil || !dropped {
+		t.Fatalf("DropSlot = %v, %v", dropped, err)
+	}
+	_, err := New(f.cfg, testLogger(t)).Open(context.Background())
+	if !errors.Is(err, ErrSlotMissing) {
+		t.Fatalf("open after the slot was dropped: %v, want ErrSlotMissing", err)
+	}
+
+	other := f.cfg
+	other.Store = state.New(t.TempDir(), f.cfg.Slot)
+	f.db.Exec(t, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, f.cfg.Slot)
+	_, err = New(other, testLogger(t)).Open(context.Background())
+	if !errors.Is(err, ErrSlotUnknown) {
+		t.Fatalf("open with a slot the state dir does not know: %v, want ErrSlotUnknown", err)
+	}
+
+	f.cfg.Resync = true
+	c2, st2 := f.open()
+	if !st2.Created || st2.ConsistentPoint <= st.ConsistentPoint {
+		t.Fatalf("resync start %+v, want a new slot after %s", st2, st.ConsistentPoint)
+	}
+	c2.Close()
+	if dropped, err := DropSlot(context.Background(), f.db.DSN, "no_such_slot"); err != nil || dropped {
+		t.Fatalf("DropSlot of a missing slot = %v, %v", dropped, err)
+	}
+}
+
+// A slot the server invalidated (wal_status 'lost', PG13+) is refused with
+// ErrSlotLost.
+func TestSlotLost(t *testing.T) {
+	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY, pad text)`, "t", map[change.Table][]string{tbl("t"): {"id"}})
+	c, _ := f.open()
+	c.Close()
+	f.db.Exec(t, `ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'`)
+	f.db.Exec(t, `SELECT pg_reload_conf()`)
+	t.Cleanup(func() {
+		f.db.Exec(t, `ALTER SYSTEM RESET max_slot_wal_keep_size`)
+		f.db.Exec(t, `SELECT pg_reload_conf()`)
+	})
+	eventually(t, 30*time.Second, "the slot to be lost", func() bool {
+		f.db.Exec(t, `INSERT INTO t SELECT g, repeat('x', 500) FROM generate_series(1, 2000) g ON CONFLICT DO NOTHING; DELETE FROM t;`)
+		f.db.Exec(t, `SELECT pg_switch_wal()`)
+		f.db.Exec(t, `CHECKPOINT`)
+		var status string
+		f.db.Pool.QueryRow(context.Background(), `SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1`, f.cfg.Slot).Scan(&status)
+		return status == "lost"
+	})
+	_, err := New(f.cfg, testLogger(t)).Open(context.Background())
+	if !errors.Is(err, ErrSlotLost) {
+		t.Fatalf("open: %v, want ErrSlotLost", err)
+	}
+}
+
+// A dropped publication stops Run with ErrPublicationMissing, and Open
+// refuses to start without it.
+func TestPublicationDropped(t *testing.T) {
+	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t", map[change.Table][]string{tbl("t"): {"id"}})
+	c, st := f.open()
+	r := run(t, c, st, 4)
+	f.db.Exec(t, `INSERT INTO t VALUES (1)`)
+	r.next(10 * time.Second).Release()
+	f.db.Exec(t, `DROP PUBLICATION pub`)
+	f.db.Exec(t, `INSERT INTO t VALUES (2)`)
+	if err := r.runErr(20 * time.Second); !errors.Is(err, ErrPublicationMissing) {
+		t.Fatalf("run: %v, want ErrPublicationMissing", err)
+	}
+	_, err := New(f.cfg, testLogger(t)).Open(context.Background())
+	if !errors.Is(err, ErrPublicationMissing) {
+		t.Fatalf("open: %v, want ErrPublicationMissing", err)
+	}
+}
+
+// With nothing pending, writes to tables outside the publication still move
+// the slot (no WAL is retained); with a transaction handed out and not
+// confirmed, the slot stays before it.
+func TestIdleAdvance(t *testing.T) {
+	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE u (id int)`, "t",
+		map[change.Table][]string{tbl("t"): {"id"}})
+	c, st := f.open()
+	r := run(t, c, st, 4)
+
+	f.db.Exec(t, `INSERT INTO u VALUES (1)`)
+	target := currentLSN(t, f.db)
+	eventually(t, 20*time.Second, "the idle slot to advance", func() bool {
+		f.db.Exec(t, `INSERT INTO u VALUES (1)`) // keeps the walsender busy enough to ping
+		return f.slotConfirmed() >= target
+	})
+
+	f.db.Exec(t, `INSERT INTO t VALUES (1)`)
+	txn := r.next(10 * time.Second)
+	defer txn.Release()
+	for range 10 {
+		f.db.Exec(t, `INSERT INTO u VALUES (2)`)
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := f.slotConfirmed(); got >= txn.EndLSN {
+		t.Fatalf("confirmed_flush_lsn %s passed the unconfirmed commit %s", got, txn.EndLSN)
+	}
+	c.Confirm(txn.EndLSN)
+	target = currentLSN(t, f.db)
+	eventually(t, 20*time.Second, "the slot to advance after the confirm", func() bool {
+		f.db.Exec(t, `INSERT INTO u VALUES (3)`)
+		return f.slotConfirmed() >= target
+	})
+}
+
+// Under a steady workload with a consumer that confirms late, the slot's
+// confirmed_flush_lsn is always a position the consumer confirmed.
+func TestConfirmedNeverPassesWatermark(t *testing.T) {
+	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t", map[change.Table][]string{tbl("t"): {"id"}})
+	c, st := f.open()
+	r := run(t, c, st, 4)
+
+	var (
+		mu        sync.Mutex
+		confirmed = map[pglogrepl.LSN]bool{st.Confirmed: true}
+		high      atomic.Uint64
+		stop      = make(chan struct{})
+		wg        sync.WaitGroup
+		bad       atomic.Value
+	)
+	high.Store(uint64(st.Confirmed))
+	f.db.Exec(t, `INSERT INTO t VALUES (0)`)
+	first := r.next(10 * time.Second)
+	held := []*Txn{first}
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			slot := f.slotConfirmed()
+			mu.Lock()
+			ok := confirmed[slot] && uint64(slot) <= high.Load()
+			mu.Unlock()
+			if !ok {
+				bad.Store(slot)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wg.Go(func() {
+		for i := 1; i <= 300 && ctx.Err() == nil; i++ {
+			f.db.Pool.Exec(ctx, `INSERT INTO t VALUES ($1)`, i)
+		}
+	})
+	for n := 1; n <= 300; n++ {
+		txn := r.next(20 * time.Second)
+		held = append(held, txn)
+		if len(held) > 5 {
+			done := held[0]
+			held = held[1:]
+			mu.Lock()
+			confirmed[done.EndLSN] = true
+			mu.Unlock()
+			high.Store(uint64(done.EndLSN))
+			c.Confirm(done.EndLSN)
+			done.Release()
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if v := bad.Load(); v != nil {
+		t.Fatalf("confirmed_flush_lsn %s is not a position the consumer confirmed", v)
+	}
+	for _, h := range held {
+		h.Release()
+	}
+}
