@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,6 +42,12 @@ ALTER TABLE comments REPLICA IDENTITY FULL;`)
 	return db
 }
 
+// answer is what run's stdin holds: the reply to drop's question.
+var answer = "y\n"
+
+// terminal is the real isTerminal, restored after a test pretends.
+var terminal = isTerminal
+
 // run executes the CLI with args and returns what it wrote to stdout and
 // stderr, and its error (an *exitError carries the exit code).
 func run(t *testing.T, args ...string) (string, string, error) {
@@ -49,7 +56,7 @@ func run(t *testing.T, args ...string) (string, string, error) {
 	var out, errOut bytes.Buffer
 	root.SetOut(&out)
 	root.SetErr(&errOut)
-	root.SetIn(strings.NewReader("y\n")) // not a terminal: no one to ask
+	root.SetIn(strings.NewReader(answer))
 	root.SetArgs(args)
 	err := root.ExecuteContext(context.Background())
 	return out.String(), errOut.String(), err
@@ -158,6 +165,32 @@ indexes:
 	if n != 1 {
 		t.Fatal("drop without --yes dropped the slot")
 	}
+
+	// On a terminal it asks; anything but y drops nothing.
+	isTerminal = func(io.Reader) bool { return true }
+	defer func() { isTerminal = terminal }()
+	answer = "n\n"
+	_, errOut, err := run(t, "drop", "--config", file)
+	if !errors.As(err, &ex) || ex.code != 1 || !strings.Contains(ex.msg, "not confirmed; nothing was dropped") || !strings.Contains(errOut, "Drop these? [y/N] ") {
+		t.Fatalf("drop answered n: %v (stderr %q)", err, errOut)
+	}
+	db.Pool.QueryRow(context.Background(), "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cli_slot'").Scan(&n)
+	if n != 1 {
+		t.Fatal("drop answered n dropped the slot")
+	}
+	// y drops.
+	answer = "y\n"
+	out, _, err = run(t, "drop", "--config", file)
+	if err != nil || !strings.Contains(out, "dropped replication slot cli_slot") {
+		t.Fatalf("drop answered y: %v\n%s", err, out)
+	}
+	isTerminal = terminal
+
+	// Again, as follow would set it up, for --yes.
+	if _, err := provision.Ensure(context.Background(), db.Pool, cfg, nil, store, zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	db.Exec(t, "SELECT pg_create_logical_replication_slot('cli_slot', 'pgoutput')")
 
 	// drop --yes removes the slot, the publication it created, and the records.
 	out, _, err = run(t, "drop", "--config", file, "--yes")

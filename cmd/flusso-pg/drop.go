@@ -98,8 +98,9 @@ another process (a running follow) is not dropped: stop that process first.`,
 	return cmd
 }
 
-// isTerminal reports whether in is an interactive terminal to ask on.
-func isTerminal(in io.Reader) bool {
+// isTerminal reports whether in is an interactive terminal to ask on (a
+// variable so the CLI test can answer the question).
+var isTerminal = func(in io.Reader) bool {
 	f, ok := in.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
 }
