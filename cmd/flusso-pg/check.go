@@ -56,7 +56,7 @@ Exit code 0 when ready, 1 when not.`,
 					return err
 				}
 				if compileErr != nil {
-					report.Add(provision.Finding{Check: "catalog", Status: provision.Fail,
+					report.Add(provision.Finding{Check: provision.CheckCatalog, Status: provision.Fail,
 						Message: fmt.Sprintf("could not read the catalog for the indexes: %v", compileErr)})
 				}
 				report.AddProblems(problems)

@@ -26,6 +26,7 @@ const (
 // keep their own code (replica_identity, missing_column, ...) as Check.
 const (
 	CheckConnection      = "connection"
+	CheckCatalog         = "catalog"
 	CheckServerVersion   = "server_version"
 	CheckWalLevel        = "wal_level"
 	CheckReplicationSlot = "max_replication_slots"
