@@ -350,8 +350,8 @@ func (c *compiler) aggregate(parent *node, a *config.Aggregate) *node {
 			c.missingColumn("missing_column", path+".column", n.info, a.Column, "column")
 		} else if (a.Fn == config.Sum || a.Fn == config.Avg) && col.Category != "N" && col.BaseType != "interval" && col.BaseType != "money" {
 			c.add(Problem{Severity: SeverityError, Code: "aggregate_type", Path: path + ".fn", Table: n.info.Table.String(), Column: a.Column,
-				Message: fmt.Sprintf("aggregate %s: %s(%s) needs a numeric column, but %s.%s is %s", a.Name, a.Fn, a.Column, n.info.Table, a.Column, col.Type),
-				Fix:     "use count, min or max, or aggregate a numeric column"})
+				Message: fmt.Sprintf("aggregate %s: %s(%s) needs a numeric column, but %s.%s is %s: use count, min or max, or a numeric column",
+					a.Name, a.Fn, a.Column, n.info.Table, a.Column, col.Type)})
 		}
 	}
 	c.joins(path+".join", parent.info, n.info, n.join, "")

@@ -66,9 +66,9 @@ func WriteProblems(w io.Writer, problems []Problem) error {
 }
 
 func (c *compiler) missingColumn(code, path string, t *TableInfo, col, what string) {
-	msg := fmt.Sprintf("%s names column %s, which table %s does not have", what, col, t.Table)
+	msg := fmt.Sprintf("table %s has no column %s (named in %s)", t.Table, col, what)
 	if s := config.Suggest(col, t.ColumnNames()); s != "" {
-		msg += fmt.Sprintf(" (did you mean %s?)", s)
+		msg = fmt.Sprintf("table %s has no column %s (named in %s; did you mean %s?)", t.Table, col, what, s)
 	}
 	c.add(Problem{Severity: SeverityError, Code: code, Path: path, Table: t.Table.String(), Column: col, Message: msg})
 }
@@ -90,8 +90,8 @@ func (c *compiler) joins(path string, upper, lower *TableInfo, pairs config.Pair
 		}
 		if !comparable(uc, lc) {
 			c.add(Problem{Severity: SeverityError, Code: "join_types", Path: path, Table: lower.Table.String(), Column: p.To,
-				Message: fmt.Sprintf("join %s.%s (%s) = %s.%s (%s) compares incompatible types", upper.Table, p.From, uc.Type, lower.Table, p.To, lc.Type),
-				Fix:     fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s;  -- or join other columns", lower.Table, quote(p.To), uc.BaseType)})
+				Message: fmt.Sprintf("join %s.%s (%s) = %s.%s (%s) compares incompatible types: join columns of the same type",
+					upper.Table, p.From, uc.Type, lower.Table, p.To, lc.Type)})
 		}
 		if toOne != "" && !uc.NotNull {
 			c.add(Problem{Severity: SeverityInfo, Code: "nullable_join", Path: path, Table: upper.Table.String(), Column: p.From,
@@ -152,8 +152,6 @@ func (c *compiler) rootIdentity(n *node) {
 			t.Table, t.ReplicaIdentity, strings.Join(n.key, ", ")),
 		Fix: fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY FULL;", t.Table)})
 }
-
-func quote(s string) string { return quoteIdent(s) }
 
 // checkSQL has the server parse what users write as SQL (where) and then
 // every generated statement, so a typo is reported at start, naming its
