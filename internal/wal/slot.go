@@ -109,6 +109,8 @@ type Capture struct {
 
 	wm watermark
 
+	tap func([]byte) // tests: sees every pgoutput message (aliasing the read buffer)
+
 	// statistics, read by tests and metrics
 	reconnects atomic.Int64
 	spills     atomic.Int64

@@ -360,6 +360,9 @@ func (s *session) stopping(walEnd pglogrepl.LSN) bool {
 // handle decodes one pgoutput message and hands out a committed transaction.
 // data aliases pgconn's buffer: the decoder copies what it keeps.
 func (s *session) handle(ctx context.Context, data []byte) error {
+	if s.c.tap != nil {
+		s.c.tap(data)
+	}
 	m, err := s.dec.decode(data)
 	if err != nil {
 		return err
