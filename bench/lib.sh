@@ -84,3 +84,20 @@ peak_rss_kb() { awk -F: '/Maximum resident set size/ {gsub(/ /,"",$2); print $2}
 report() {
   awk -v n="$1" -v f="$2" -v p="$3" -v u="$4" 'BEGIN { printf "%-44s flusso-pg %10.0f %s   peer %10.0f %s   ratio %.2f\n", n, f, u, p, u, (p > 0 ? f / p : 0) }'
 }
+
+# stop_proc PID: SIGTERM to a process started in the background, or to the
+# children of /usr/bin/time when PID is time (so it still writes its report).
+stop_proc() {
+  if ! pkill -TERM -P "$1" 2>/dev/null; then
+    kill -TERM "$1" 2>/dev/null || true
+  fi
+  wait "$1" 2>/dev/null || true
+}
+
+# bench_cleanup WORKDIR: stop every process started from WORKDIR, the cluster, and remove it.
+bench_cleanup() {
+  pkill -TERM -f "$1/" 2>/dev/null || true
+  sleep 0.5
+  pg_stop
+  rm -rf "$1"
+}

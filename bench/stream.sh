@@ -17,7 +17,7 @@ RATE=${3:-1000}
 bench_need
 work=$(mktemp -d /tmp/flusso-bench-stream.XXXXXX)
 chmod 755 "$work"
-trap 'pg_stop; rm -rf "$work"' EXIT
+trap 'bench_cleanup "$work"' EXIT
 pg_start "$work/pg"
 FLUSSO="$work/flusso-pg"
 build_flusso "$FLUSSO"
@@ -42,6 +42,7 @@ psql -q -d rows -c "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, n
 cat >"$work/rows.yaml" <<YAML
 source: {dsn: "$(dsn rows)", slot: flusso_rows, publication: flusso_rows}
 state: {dir: $work/state-rows}
+capture: {status_interval: 1s}
 indexes:
   - {name: items, table: public.items}
 YAML
@@ -55,14 +56,14 @@ for run in $(seq "$RUNS"); do
   rm -rf "$work/state-rows"; psql -q -d rows -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name IN ('flusso_rows','w2j_rows')" >/dev/null
   "$FLUSSO" follow --config "$work/rows.yaml" --log-level warn >/dev/null & pid=$!
   sleep 0.5; wait_slot rows flusso_rows "$(lsn_now rows)" 120 || { echo "rows: flusso-pg did not start"; failed=1; }
-  kill -TERM $pid; wait $pid || true
+  stop_proc $pid
   psql -q -d rows -c "SELECT pg_create_logical_replication_slot('w2j_rows', 'wal2json')" >/dev/null
-  pgbench -n -q -c 4 -j 2 -t $((N / 4)) -f "$work/update.sql" rows >/dev/null 2>&1
+  pgbench -n -c 4 -j 2 -t $((N / 4)) -f "$work/update.sql" rows >"$work/pgbench.log" 2>&1 || { cat "$work/pgbench.log"; exit 1; }
   end=$(lsn_now rows)
   t0=$(now_ns)
   /usr/bin/time -v -o "$work/rows-flusso.time" "$FLUSSO" follow --config "$work/rows.yaml" --log-level warn >"$work/rows-flusso.out" & pid=$!
   wait_slot rows flusso_rows "$end" 600 || { echo "rows: flusso-pg did not drain"; failed=1; }
-  t1=$(now_ns); kill -TERM $pid; wait $pid || true
+  t1=$(now_ns); stop_proc $pid
   rows_flusso+=("$(awk -v n="$N" -v d=$((t1 - t0)) 'BEGIN{print n / (d / 1e9)}')")
   t0=$(now_ns)
   /usr/bin/time -v -o "$work/rows-peer.time" pg_recvlogical -d "$(dsn rows)" --slot w2j_rows --start --endpos "$end" \
@@ -76,7 +77,7 @@ report "stream rows ($N single-row updates)" "$(printf '%s\n' "${rows_flusso[@]}
 # ---------------------------------------------------------------- documents
 blog_load blog 20000 100000 1000
 sed -e "s#postgres://postgres@127.0.0.1:5432/blog?sslmode=disable#$(dsn blog)#" "$BENCH_ROOT/workloads/blog/flusso.yaml" >"$work/blog.yaml"
-printf 'state: {dir: %s}\n' "$work/state-blog" >>"$work/blog.yaml"
+printf 'state: {dir: %s}\ncapture: {status_interval: 1s}\n' "$work/state-blog" >>"$work/blog.yaml"
 cat >"$work/comment.sql" <<'SQL'
 \set id random(1, 100000)
 UPDATE comments SET score = score + 1 WHERE id = :id;
@@ -86,14 +87,14 @@ for run in $(seq "$RUNS"); do
   rm -rf "$work/state-blog"; psql -q -d blog -c "SELECT pg_drop_replication_slot('flusso_blog') FROM pg_replication_slots WHERE slot_name = 'flusso_blog'" >/dev/null
   "$FLUSSO" follow --config "$work/blog.yaml" --log-level warn >/dev/null & pid=$!
   sleep 0.5; wait_slot blog flusso_blog "$(lsn_now blog)" 300 || { echo "documents: flusso-pg did not start"; failed=1; }
-  kill -TERM $pid; wait $pid || true
+  stop_proc $pid
   psql -q -d blog -c "CREATE TABLE IF NOT EXISTS touched (post_id bigint); TRUNCATE touched" >/dev/null
-  pgbench -n -q -c 4 -j 2 -t $((N / 4)) -f "$work/comment.sql" blog >/dev/null 2>&1
+  pgbench -n -c 4 -j 2 -t $((N / 4)) -f "$work/comment.sql" blog >"$work/pgbench.log" 2>&1 || { cat "$work/pgbench.log"; exit 1; }
   end=$(lsn_now blog)
   t0=$(now_ns)
   /usr/bin/time -v -o "$work/docs-flusso.time" "$FLUSSO" follow --config "$work/blog.yaml" --log-level warn >"$work/docs-flusso.out" & pid=$!
   wait_slot blog flusso_blog "$end" 900 || { echo "documents: flusso-pg did not drain"; failed=1; }
-  t1=$(now_ns); kill -TERM $pid; wait $pid || true
+  t1=$(now_ns); stop_proc $pid
   lines=$(wc -l <"$work/docs-flusso.out")
   docs_flusso+=("$(awk -v n="$lines" -v d=$((t1 - t0)) 'BEGIN{print n / (d / 1e9)}')")
   # The peer: COPY of the reference query over the same affected posts.
@@ -115,6 +116,7 @@ psql -q -d lat -c "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL);
 cat >"$work/lat.yaml" <<YAML
 source: {dsn: "$(dsn lat)", slot: flusso_lat, publication: flusso_lat}
 state: {dir: $work/state-lat}
+capture: {status_interval: 1s}
 indexes:
   - {name: items, table: public.items}
 YAML
@@ -136,7 +138,7 @@ ticks0=$(awk '{print $14 + $15}' /proc/$pid/stat)
 sleep 30
 ticks1=$(awk '{print $14 + $15}' /proc/$pid/stat)
 retained=$(psql -Atq -d lat -c "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) FROM pg_replication_slots WHERE slot_name = 'flusso_lat'")
-kill -TERM $pid; wait $pid || true
+stop_proc $pid
 hz=$(getconf CLK_TCK)
 awk -v t=$((ticks1 - ticks0)) -v hz="$hz" -v r="$retained" 'BEGIN { printf "idle: flusso-pg CPU %.2f%% over 30 s; slot retains %.0f bytes of WAL 30 s after the last write\n", 100 * t / hz / 30, r }'
 

@@ -11,7 +11,7 @@ bench_need
 command -v gnuplot >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq gnuplot-nox >/dev/null; }
 work=$(mktemp -d /tmp/flusso-bench-sweep.XXXXXX)
 chmod 755 "$work"
-trap 'pg_stop; rm -rf "$work"' EXIT
+trap 'bench_cleanup "$work"' EXIT
 pg_start "$work/pg"
 FLUSSO="$work/flusso-pg"
 build_flusso "$FLUSSO"
@@ -29,15 +29,15 @@ for B in 50 200 1000; do
     cat >"$work/sweep.yaml" <<YAML
 source: {dsn: "$(dsn sweep)", slot: flusso_sweep, publication: flusso_sweep}
 state: {dir: $work/state}
-capture: {batch_size: $B}
+capture: {batch_size: $B, status_interval: 1s}
 indexes:
   - {name: items, table: public.items}
 YAML
     "$FLUSSO" follow --config "$work/sweep.yaml" --log-level warn >/dev/null & pid=$!
     until [ "$(psql -Atq -d sweep -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'flusso_sweep' AND confirmed_flush_lsn IS NOT NULL")" = 1 ]; do sleep 0.2; done
-    sleep 1; kill -TERM $pid; wait $pid || true
+    sleep 1; stop_proc $pid
     printf '\\set s random(1, %d)\nUPDATE items SET v = v + 1 WHERE id BETWEEN :s AND :s + %d;\n' $((200000 - T)) $((T - 1)) >"$work/u.sql"
-    pgbench -n -q -c 2 -j 2 -t $((TOTAL / T / 2)) -f "$work/u.sql" sweep >/dev/null 2>&1
+    pgbench -n -c 2 -j 2 -t $((TOTAL / T / 2)) -f "$work/u.sql" sweep >/dev/null 2>&1
     end=$(psql -Atq -d sweep -c "SELECT pg_current_wal_lsn()")
     t0=$(now_ns)
     "$FLUSSO" follow --config "$work/sweep.yaml" --log-level warn >/dev/null & pid=$!
@@ -46,7 +46,7 @@ YAML
       [ "$(date +%s)" -lt "$deadline" ] || { echo "sweep T=$T B=$B: did not drain"; failed=1; break; }
       sleep 0.05
     done
-    t1=$(now_ns); kill -TERM $pid; wait $pid || true
+    t1=$(now_ns); stop_proc $pid
     rate=$(awk -v n="$TOTAL" -v d=$((t1 - t0)) 'BEGIN{printf "%.0f", n / (d / 1e9)}')
     echo "$T,$B,$rate" >>"$csv"
     echo "txn_rows=$T batch_size=$B rows/s=$rate"

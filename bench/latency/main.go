@@ -11,6 +11,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -67,40 +68,46 @@ func run(dsn string, rate int, duration time.Duration, command string, first int
 	var mu sync.Mutex
 	seen := map[int64]time.Time{}
 	warm := make(chan struct{}, 1)
-	var warmAfter time.Time
+	// The warm-up update writes this value into row 0: its line, and not a
+	// backfill line, tells that the consumer is streaming.
+	marker := []byte(strconv.Itoa(-1 - int(time.Now().UnixNano()%1_000_000_000)))
+	counting := false
 	go func() {
 		sc := bufio.NewScanner(out)
 		sc.Buffer(make([]byte, 1<<20), 64<<20)
 		for sc.Scan() {
 			now := time.Now()
-			for _, m := range idPattern.FindAllSubmatch(sc.Bytes(), -1) {
-				s := m[1]
-				if len(s) == 0 {
-					s = m[2]
-				}
-				id, _ := strconv.ParseInt(string(s), 10, 64)
-				mu.Lock()
-				if id == 0 && !warmAfter.IsZero() && now.After(warmAfter) {
+			line := sc.Bytes()
+			mu.Lock()
+			if !counting {
+				if bytes.Contains(line, marker) {
+					counting = true
 					select {
 					case warm <- struct{}{}:
 					default:
 					}
 				}
+				mu.Unlock()
+				continue
+			}
+			for _, m := range idPattern.FindAllSubmatch(line, -1) {
+				s := m[1]
+				if len(s) == 0 {
+					s = m[2]
+				}
+				id, _ := strconv.ParseInt(string(s), 10, 64)
 				if _, ok := seen[id]; !ok && id != 0 {
 					seen[id] = now
 				}
-				mu.Unlock()
 			}
+			mu.Unlock()
 		}
 	}()
 
-	// Warm up: the consumer is streaming once an update of row 0 comes through.
+	// Warm up: the consumer is streaming once the update of row 0 comes through.
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
-		mu.Lock()
-		warmAfter = time.Now()
-		mu.Unlock()
-		if _, err := conn.Exec(ctx, "UPDATE items SET v = v + 1 WHERE id = 0"); err != nil {
+		if _, err := conn.Exec(ctx, "UPDATE items SET v = $1 WHERE id = 0", string(marker)); err != nil {
 			return err
 		}
 		select {
@@ -113,23 +120,40 @@ func run(dsn string, rate int, duration time.Duration, command string, first int
 		}
 		break
 	}
-	mu.Lock()
-	seen = map[int64]time.Time{}
-	mu.Unlock()
 
+	// Several connections, so the rate does not depend on one commit's round trip.
+	const writers = 4
 	n := int(duration.Seconds() * float64(rate))
 	committed := make([]time.Time, n)
 	interval := time.Second / time.Duration(rate)
 	start := time.Now()
-	for k := 0; k < n; k++ {
-		next := start.Add(time.Duration(k) * interval)
-		if d := time.Until(next); d > 0 {
-			time.Sleep(d)
-		}
-		if _, err := conn.Exec(ctx, "UPDATE items SET v = v + 1 WHERE id = $1", first+int64(k)); err != nil {
+	errs := make(chan error, writers)
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		c, err := pgx.Connect(ctx, dsn)
+		if err != nil {
 			return err
 		}
-		committed[k] = time.Now()
+		defer c.Close(ctx)
+		wg.Add(1)
+		go func(w int, c *pgx.Conn) {
+			defer wg.Done()
+			for k := w; k < n; k += writers {
+				if d := time.Until(start.Add(time.Duration(k) * interval)); d > 0 {
+					time.Sleep(d)
+				}
+				if _, err := c.Exec(ctx, "UPDATE items SET v = v + 1 WHERE id = $1", first+int64(k)); err != nil {
+					errs <- err
+					return
+				}
+				committed[k] = time.Now()
+			}
+		}(w, c)
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
 	}
 	achieved := float64(n) / time.Since(start).Seconds()
 	// Wait for the tail.
