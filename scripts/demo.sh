@@ -49,6 +49,7 @@ if [ -x "$bin/psql" ]; then psql_bin=$bin/psql
 elif command -v psql >/dev/null; then psql_bin=$(command -v psql)
 else die "psql is needed: apt-get install -y postgresql-client"
 fi
+[ -x /usr/local/go/bin/go ] && PATH=$PATH:/usr/local/go/bin
 command -v go >/dev/null || die "go is needed to build flusso-pg (https://go.dev/dl/)"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/flusso-demo.XXXXXX")
