@@ -77,6 +77,7 @@ func (f *fixture) planDrop(t *testing.T) *DropPlan {
 // A publication flusso-pg created is dropped with the slot and the state
 // records; afterwards there is nothing to drop.
 func TestDropCreatedPublication(t *testing.T) {
+	t.Parallel()
 	f := setup(t, blogSchema, "REPLICATION", owns, "auto", blogIndexes)
 	ctx := context.Background()
 	if _, err := Ensure(ctx, f.conn, f.cfg, nil, f.store, f.log); err != nil {
@@ -118,6 +119,7 @@ func TestDropCreatedPublication(t *testing.T) {
 
 // A publication flusso-pg did not create is kept; the slot is dropped.
 func TestDropKeepsForeignPublication(t *testing.T) {
+	t.Parallel()
 	f := setup(t, blogSchema, "REPLICATION", owns, "auto", blogIndexes)
 	f.db.Exec(t, fmt.Sprintf("CREATE PUBLICATION %[1]s FOR TABLE posts; ALTER PUBLICATION %[1]s OWNER TO %[2]s", f.pub, f.role))
 	f.db.Exec(t, fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", f.slot))
@@ -150,6 +152,7 @@ func TestDropKeepsForeignPublication(t *testing.T) {
 
 // An active slot is not dropped: the error names the process.
 func TestDropRefusesActiveSlot(t *testing.T) {
+	t.Parallel()
 	f := setup(t, blogSchema, "REPLICATION", owns, "auto", blogIndexes)
 	ctx := context.Background()
 	if _, err := Ensure(ctx, f.conn, f.cfg, nil, f.store, f.log); err != nil {
@@ -177,6 +180,7 @@ func TestDropRefusesActiveSlot(t *testing.T) {
 // still removes it. A cluster of its own, so the small limit touches no
 // other test.
 func TestSlotInvalidated(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("integration test: skipped on purpose under -short")
 	}

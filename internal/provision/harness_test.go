@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,7 +66,7 @@ type fixture struct {
 	log   *zap.Logger
 }
 
-var roleSeq int
+var roleSeq atomic.Int64
 
 // setup starts a fixture. attrs are CREATE ROLE options beyond LOGIN
 // ("REPLICATION", "SUPERUSER", ""); grants run as the superuser after the
@@ -73,10 +74,10 @@ var roleSeq int
 func setup(t *testing.T, schema, attrs, grants, provision, indexes string) *fixture {
 	t.Helper()
 	c := pgtest.Shared(t)
-	roleSeq++
-	f := &fixture{role: fmt.Sprintf("flusso_%s_%d", strings.ToLower(strings.ReplaceAll(t.Name(), "/", "_")), roleSeq)}
+	seq := roleSeq.Add(1)
+	f := &fixture{role: fmt.Sprintf("flusso_%s_%d", strings.ToLower(strings.ReplaceAll(t.Name(), "/", "_")), seq)}
 	if len(f.role) > 60 {
-		f.role = fmt.Sprintf("flusso_r%d_%d", time.Now().UnixNano()%1e9, roleSeq)
+		f.role = fmt.Sprintf("flusso_role_%d", seq)
 	}
 	ctx := context.Background()
 	admin, err := pgx.Connect(ctx, c.DSN("postgres"))

@@ -26,6 +26,7 @@ var allBlog = []string{"public.authors", "public.comments", "public.post_tags", 
 // creates it for exactly the tables read, records that it created it, and
 // adds a table the config reads later; the report is then ready.
 func TestEnsureAutoCreatesThenExtends(t *testing.T) {
+	t.Parallel()
 	f := setup(t, blogSchema+"CREATE TABLE likes (id int PRIMARY KEY, post_id int); CREATE TABLE unrelated (id int PRIMARY KEY);",
 		"REPLICATION", owns+"ALTER TABLE likes OWNER TO %[1]s;", "auto", blogIndexes)
 	ctx := context.Background()
@@ -87,6 +88,7 @@ func TestEnsureAutoCreatesThenExtends(t *testing.T) {
 // provision: check changes nothing and refuses with the same verdicts as
 // the check command, each with its fix.
 func TestEnsureCheckRefusesMissingTable(t *testing.T) {
+	t.Parallel()
 	f := setup(t, blogSchema, "REPLICATION", owns, "check", blogIndexes)
 	f.db.Exec(t, fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE posts, authors, tags, post_tags", f.pub))
 	r, err := Ensure(context.Background(), f.conn, f.cfg, nil, f.store, f.log)
@@ -117,6 +119,7 @@ func TestEnsureCheckRefusesMissingTable(t *testing.T) {
 
 // No REPLICATION attribute: the role cannot create the slot or stream.
 func TestCheckNoReplication(t *testing.T) {
+	t.Parallel()
 	f := setup(t, blogSchema, "", owns, "auto", blogIndexes)
 	r := f.inspect(t)
 	want(t, r, CheckReplicationRole, "", Fail, "role "+f.role+" has neither the REPLICATION attribute nor superuser",
@@ -136,6 +139,7 @@ func TestCheckNoReplication(t *testing.T) {
 
 // No SELECT on one table; and no USAGE on a schema.
 func TestCheckNoSelect(t *testing.T) {
+	t.Parallel()
 	schema := blogSchema + "CREATE SCHEMA hidden; CREATE TABLE hidden.notes (id int PRIMARY KEY, post_id int);"
 	indexes := blogIndexes + `    aggregates:
       - name: notes
@@ -168,6 +172,7 @@ func TestCheckNoSelect(t *testing.T) {
 // No CREATE on the database: auto cannot create the publication, and says
 // what to grant or what to run instead.
 func TestCheckNoCreate(t *testing.T) {
+	t.Parallel()
 	f := setup(t, blogSchema, "REPLICATION", `ALTER TABLE authors OWNER TO %[1]s; ALTER TABLE posts OWNER TO %[1]s;
 ALTER TABLE comments OWNER TO %[1]s; ALTER TABLE tags OWNER TO %[1]s; ALTER TABLE post_tags OWNER TO %[1]s;`, "auto", blogIndexes)
 	r := f.inspect(t)
@@ -191,6 +196,7 @@ ALTER TABLE comments OWNER TO %[1]s; ALTER TABLE tags OWNER TO %[1]s; ALTER TABL
 // publication itself. auto adds nothing it cannot, and the fix says who
 // must run what.
 func TestCheckNotOwner(t *testing.T) {
+	t.Parallel()
 	f := setup(t, blogSchema, "REPLICATION", `ALTER TABLE authors OWNER TO %[1]s; ALTER TABLE posts OWNER TO %[1]s;
 ALTER TABLE tags OWNER TO %[1]s; ALTER TABLE post_tags OWNER TO %[1]s; GRANT SELECT ON comments TO %[1]s;`, "auto", blogIndexes)
 	f.db.Exec(t, fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE posts; ALTER PUBLICATION %s OWNER TO %s", f.pub, f.pub, f.role))
@@ -234,6 +240,7 @@ ALTER TABLE tags OWNER TO %[1]s; ALTER TABLE post_tags OWNER TO %[1]s; GRANT SEL
 // the table is published, so auto never adds it; DEFAULT where the join
 // column is not in the identity: build's verdict, merged into the report.
 func TestCheckReplicaIdentity(t *testing.T) {
+	t.Parallel()
 	f := setup(t, blogSchema+"ALTER TABLE comments REPLICA IDENTITY NOTHING; CREATE TABLE logs (post_id int, line text);",
 		"REPLICATION", owns+"ALTER TABLE logs OWNER TO %[1]s;", "auto", blogIndexes+`    aggregates:
       - name: log_count
@@ -296,6 +303,7 @@ func TestCheckReplicaIdentity(t *testing.T) {
 
 // wal_level = replica: a separate cluster.
 func TestCheckWalLevelReplica(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("integration test: skipped on purpose under -short")
 	}
@@ -325,6 +333,7 @@ func TestCheckWalLevelReplica(t *testing.T) {
 // What the publication publishes: options, FOR ALL TABLES, no tables,
 // partitioned tables, row filters and column lists (PostgreSQL 15+).
 func TestCheckPublicationShape(t *testing.T) {
+	t.Parallel()
 	schema := blogSchema + `CREATE TABLE events (id int, post_id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
 CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');`
 	indexes := blogIndexes + `    aggregates:
@@ -390,6 +399,7 @@ CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO (
 
 // The slot: absent, healthy, not a pgoutput slot, in use by another process.
 func TestCheckSlot(t *testing.T) {
+	t.Parallel()
 	f := setup(t, blogSchema, "SUPERUSER", "", "check", blogIndexes)
 	r := f.inspect(t)
 	want(t, r, CheckSlot, "", Info, "slot "+f.slot+" does not exist yet", "")
@@ -410,6 +420,7 @@ func TestCheckSlot(t *testing.T) {
 
 // The report prints readably and as JSON.
 func TestReportOutput(t *testing.T) {
+	t.Parallel()
 	r := &Report{Server: "17.2", Version: 17, Database: "app", Role: "flusso", Publication: "p", Slot: "s", Provision: "check", Ready: true}
 	r.add(Finding{Check: CheckWalLevel, Status: OK, Message: "wal_level is logical"})
 	r.add(Finding{Check: CheckCoverage, Status: Fail, Index: "posts", Table: "public.comments", Message: "table public.comments is not in publication p", Fix: "ALTER PUBLICATION p ADD TABLE public.comments;"})
@@ -440,6 +451,7 @@ func TestReportOutput(t *testing.T) {
 // A partition published through its root (publish_via_partition_root) and
 // a view: neither can be followed under its own name.
 func TestCheckPartitionAndView(t *testing.T) {
+	t.Parallel()
 	schema := `CREATE TABLE events (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
 CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
 CREATE TABLE notes (id int PRIMARY KEY, event_id int);
@@ -477,6 +489,7 @@ indexes:
 // Slot verdicts are capture's to act on (follow --resync replaces an
 // invalidated slot): Ensure does not refuse over them, check reports them.
 func TestEnsureLeavesSlotToCapture(t *testing.T) {
+	t.Parallel()
 	f := setup(t, blogSchema, "SUPERUSER", "", "check", blogIndexes)
 	f.db.Exec(t, fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE posts, authors, comments, tags, post_tags", f.pub))
 	f.db.Exec(t, fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', 'test_decoding')", f.slot))
