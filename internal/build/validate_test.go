@@ -119,3 +119,49 @@ func TestValidateAllAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestCatalogRefresh: after the fix is applied, a refreshed catalog passes.
+func TestCatalogRefresh(t *testing.T) {
+	db, _ := loadBlog(t, "1", "1", "1")
+	db.Exec(t, "ALTER TABLE comments REPLICA IDENTITY DEFAULT")
+	cfg := parseConfig(t, readFile(t, workload(t, "flusso.yaml"))[strings.Index(readFile(t, workload(t, "flusso.yaml")), "indexes:"):])
+	cat, err := LoadCatalog(ctxT(t), db.Pool, ConfigTables(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, ok := cat.Table(tbl("public.comments"))
+	if !ok || info.ReplicaIdentity != IdentityDefault || strings.Join(info.IdentityColumns, ",") != "id" || strings.Join(info.PrimaryKey, ",") != "id" {
+		t.Fatalf("comments: %+v", info)
+	}
+	p, problems := NewPlan(cat, cfg)
+	if p != nil || !HasError(problems) {
+		t.Fatalf("DEFAULT identity on comments: want an error, got %v", problems)
+	}
+	var fix string
+	for _, pr := range problems {
+		if pr.Code == "replica_identity" {
+			fix = pr.Fix
+		}
+	}
+	db.Exec(t, fix)
+	if err := cat.Refresh(ctxT(t), db.Pool); err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := cat.Table(tbl("public.comments")); info.ReplicaIdentity != IdentityFull || len(info.IdentityColumns) != 6 {
+		t.Fatalf("after %s: %+v", fix, info)
+	}
+	if p, problems := NewPlan(cat, cfg); p == nil {
+		t.Fatalf("after %s: still %v", fix, problems)
+	}
+	// USING INDEX: the index's columns.
+	db.Exec(t, "CREATE UNIQUE INDEX comments_post_id_id ON comments (post_id, id); ALTER TABLE comments REPLICA IDENTITY USING INDEX comments_post_id_id")
+	if err := cat.Refresh(ctxT(t), db.Pool); err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := cat.Table(tbl("public.comments")); info.ReplicaIdentity != IdentityIndex || strings.Join(info.IdentityColumns, ",") != "post_id,id" {
+		t.Fatalf("using index: %+v", info)
+	}
+	if p, problems := NewPlan(cat, cfg); p == nil {
+		t.Fatalf("identity (post_id, id) holds the join column: %v", problems)
+	}
+}
