@@ -266,3 +266,42 @@ indexes:
 		t.Errorf("resolve: %v", got)
 	}
 }
+
+func TestLimitsAndDefaultOrder(t *testing.T) {
+	db, _ := loadShop(t)
+	p := mustCompile(t, db, parseConfig(t, `
+indexes:
+  - name: o
+    table: '"My Schema"."Order"'
+    columns: [ArtistId]
+    relations:
+      - name: top_label
+        table: labels
+        kind: many_to_many
+        through: {table: order_labels, join: {ArtistId: order_id}, target_join: {label_id: id}}
+        columns: [name]
+        scalar: true
+        where: name <> 'zzz'
+        order_by: [name desc]
+        limit: 1
+      - name: lines
+        table: lines
+        kind: has_many
+        join: {ArtistId: order_id}
+        columns: [n]
+        scalar: true
+      - name: lines_where
+        table: lines
+        kind: has_many
+        join: {ArtistId: order_id}
+        columns: [n]
+        where: qty > 1
+        scalar: true
+    aggregates:
+      - {name: qty_where, table: lines, join: {ArtistId: order_id}, fn: sum, column: qty, where: qty > 1}
+      - {name: ids_where, table: lines, join: {ArtistId: order_id}, fn: ids, where: qty > 1}
+`))
+	assertJSON(t, one(t, db, p.Indexes[0], "1"), `{"ArtistId": 1, "top_label": ["red"], "lines": [1, 2, 3, 4],
+		"lines_where": [1, 3], "qty_where": 7, "ids_where": [{"order_id": 1, "n": 1}, {"order_id": 1, "n": 3}]}`)
+	assertJSON(t, one(t, db, p.Indexes[0], "2"), `{"ArtistId": 2, "top_label": [], "lines": [], "lines_where": [], "qty_where": null, "ids_where": []}`)
+}
