@@ -17,6 +17,36 @@ import (
 // path of every bad key, and keeps the written order of join and rename maps.
 type decoder struct {
 	errs []string
+	// lines records the line of every key and list element by its path, so
+	// that Validate's messages can name the line too.
+	lines map[string]int
+}
+
+func (d *decoder) mark(path string, n *yaml.Node) {
+	if n == nil || n.Line == 0 {
+		return
+	}
+	if d.lines == nil {
+		d.lines = map[string]int{}
+	}
+	if _, ok := d.lines[path]; !ok {
+		d.lines[path] = n.Line
+	}
+}
+
+// lineOf returns the line of path, or of its nearest parent that has one.
+func (d *decoder) lineOf(path string) int {
+	for p := path; p != ""; {
+		if l, ok := d.lines[p]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(p, ".[")
+		if i <= 0 {
+			break
+		}
+		p = p[:i]
+	}
+	return 0
 }
 
 func (d *decoder) errf(n *yaml.Node, path, format string, args ...any) {
@@ -91,6 +121,7 @@ func (d *decoder) entries(n *yaml.Node, path string, allowed []string) []entry {
 			continue
 		}
 		seen[key] = true
+		d.mark(join(path, key), k)
 		out = append(out, entry{key: key, k: k, v: v})
 	}
 	return out
@@ -196,6 +227,7 @@ func (d *decoder) pairs(n *yaml.Node, path string) Pairs {
 			continue
 		}
 		seen[k.Value] = true
+		d.mark(join(path, k.Value), k)
 		out = append(out, Pair{From: k.Value, To: v.Value})
 	}
 	return out
@@ -242,6 +274,7 @@ func (d *decoder) indexes(n *yaml.Node) []Index {
 				path = fmt.Sprintf("index %q", name)
 			}
 		}
+		d.mark(path, c)
 		m := d.mapping(c, path, indexKeys)
 		out = append(out, Index{
 			Name:       d.str(m["name"], join(path, "name")),
@@ -268,6 +301,7 @@ func (d *decoder) relations(n *yaml.Node, path string) []Relation {
 	out := make([]Relation, 0, len(n.Content))
 	for i, c := range n.Content {
 		p := elemPath(path, i, c)
+		d.mark(p, c)
 		m := d.mapping(c, p, relationKeys)
 		r := Relation{
 			Name:       d.str(m["name"], join(p, "name")),
@@ -309,6 +343,7 @@ func (d *decoder) aggregates(n *yaml.Node, path string) []Aggregate {
 	out := make([]Aggregate, 0, len(n.Content))
 	for i, c := range n.Content {
 		p := elemPath(path, i, c)
+		d.mark(p, c)
 		m := d.mapping(c, p, aggregateKeys)
 		out = append(out, Aggregate{
 			Name:   d.str(m["name"], join(p, "name")),

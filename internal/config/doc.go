@@ -19,7 +19,14 @@
 // document that clash. Every problem is one line naming the index and the
 // path of the bad key:
 //
-//	flusso.yaml: line 14: index "posts".relations[comments].kind: "has_manny" is not a relation kind (did you mean "has_many"?); use one of belongs_to, has_one, has_many, many_to_many
+//	flusso.yaml: line 6: index "posts".relatons: unknown key "relatons" (did you mean "relations"?); allowed keys here: ...
+//	flusso.yaml: line 12: index "posts".relations[tags].through: missing: many_to_many needs through: {table, join, target_join}
+//	log.level (from FLUSSO_LOG_LEVEL): "loud" is not one of debug, info, warn, error
+//
+// Problems are found in two passes: the shape of the file first (YAML
+// syntax, unknown keys, keys given twice, values of the wrong type), then,
+// only when the shape is right, the values (Validate). Each pass reports all
+// of its problems at once.
 //
 // Checks against the live catalog (tables, columns, types, keys, replica
 // identity) belong to internal/build. The DSN's password is never part of a

@@ -244,7 +244,16 @@ func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string)
 	if err := d.err(); err != nil {
 		return nil, err
 	}
-	if err := cfg.Validate(); err != nil {
+	label := func(path string) string {
+		if s, ok := from[path]; ok && s != path {
+			return s // from the environment or a flag
+		}
+		if l := d.lineOf(path); l > 0 {
+			return fmt.Sprintf("line %d: %s", l, path)
+		}
+		return path
+	}
+	if err := cfg.validate(label); err != nil {
 		return nil, err
 	}
 	return cfg, nil

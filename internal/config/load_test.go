@@ -159,6 +159,21 @@ func TestEnvOverrideErrorNamesTheVariable(t *testing.T) {
 	}
 }
 
+func TestEnvValueErrorNamesTheVariable(t *testing.T) {
+	// The file's value is fine; the environment's is not, and the message
+	// must point at the variable, not at the file's line.
+	root, _ := parseYAML([]byte("log:\n  level: info\n" + validIndex))
+	_, err := decode(root, "", nil, func(k string) (string, bool) {
+		if k == "FLUSSO_LOG_LEVEL" {
+			return "loud", true
+		}
+		return "", false
+	})
+	if err == nil || err.Error() != `log.level (from FLUSSO_LOG_LEVEL): "loud" is not one of debug, info, warn, error` {
+		t.Fatalf("got %v", err)
+	}
+}
+
 // TestLoadEnv goes through Load and the real environment.
 func TestLoadEnv(t *testing.T) {
 	dir := t.TempDir()
@@ -248,7 +263,7 @@ func TestFlagErrorNamesTheFlag(t *testing.T) {
 	if err == nil {
 		t.Fatal("want an error")
 	}
-	for _, w := range []string{`source.provision: "sometimes"`, `source.slot: "Bad-Slot"`} {
+	for _, w := range []string{`source.provision (from --provision): "sometimes"`, `source.slot (from --slot): "Bad-Slot"`} {
 		if lineWith(err.Error(), w) == "" {
 			t.Errorf("no line with %q in:\n%s", w, err)
 		}

@@ -13,7 +13,13 @@ import (
 // naming the index and the path of the bad key. Checks against the live
 // catalog (tables, columns, types, replica identity) live in internal/build.
 func (c *Config) Validate() error {
-	var v validator
+	return c.validate(nil)
+}
+
+// validate is Validate with messages that say where a value came from:
+// label turns a key path into "line 12: path" or "path (from FLUSSO_...)".
+func (c *Config) validate(label func(path string) string) error {
+	v := validator{label: label}
 	switch c.Source.Provision {
 	case ProvisionAuto, ProvisionCheck, ProvisionOff:
 	default:
@@ -73,9 +79,15 @@ func (c *Config) Validate() error {
 	return v.err()
 }
 
-type validator struct{ errs []string }
+type validator struct {
+	errs  []string
+	label func(path string) string
+}
 
 func (v *validator) add(path, format string, args ...any) {
+	if v.label != nil {
+		path = v.label(path)
+	}
 	v.errs = append(v.errs, oneLine(path+": "+fmt.Sprintf(format, args...)))
 }
 

@@ -623,10 +623,10 @@ indexes:
 	}
 	lines := strings.Split(err.Error(), "\n")
 	want := []string{
-		`source.provision: `,
-		`index "posts".relations[tags].through: `,
-		`index "posts".relations[author].join: `,
-		`index "posts".aggregates[total].column: `,
+		`line 3: source.provision: `,
+		`line 8: index "posts".relations[tags].through: `,
+		`line 14: index "posts".relations[author].join: `,
+		`line 16: index "posts".aggregates[total].column: `,
 	}
 	if len(lines) != len(want) {
 		t.Fatalf("got %d lines, want %d:\n%s", len(lines), len(want), err)
