@@ -119,7 +119,11 @@ func (r *resolver) branchSQL(o *occurrence, pos func(string) int) string {
 	alias := func(i int) string { return "a" + strconv.Itoa(i) }
 	for i, h := range o.hops {
 		a := alias(i + 1)
-		b.WriteString("\nJOIN " + h.upper.Table.Quoted() + " AS " + a + " ON ")
+		where := ""
+		if i == len(o.hops)-1 {
+			where = o.ix.root.where // a root row outside the index has no document to rebuild
+		}
+		b.WriteString("\nJOIN " + from(h.upper, where, a) + " ON ")
 		var conds []string
 		for j, c := range h.cols {
 			if i == 0 {
