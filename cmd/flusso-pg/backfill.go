@@ -61,6 +61,9 @@ func runBackfill(ctx context.Context, cfg *config.Config, indexes []string, log 
 	}
 	// One connection per worker, and one to plan with.
 	pcfg.MaxConns = int32(max(workers+1, 2))
+	for k, v := range build.RuntimeParams {
+		pcfg.ConnConfig.RuntimeParams[k] = v
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", config.RedactDSN(cfg.Source.DSN), err)

@@ -33,7 +33,7 @@ func filepathRoot(t testing.TB) string {
 // whole lines); to stdout it writes the documents and nothing else; a bad
 // --index or a config that does not match the database is refused.
 func TestCLIBackfill(t *testing.T) {
-	db, _ := loadBlog(t, "50", "5000", "15000")
+	db, _ := loadBlog(t, "50", "3000", "9000")
 	want := blogReference(t, db.Pool)
 	dir := t.TempDir()
 	bin := buildBinary(t, dir)
@@ -54,7 +54,7 @@ func TestCLIBackfill(t *testing.T) {
 		}
 		deadline := time.Now().Add(60 * time.Second)
 		for {
-			if st, err := os.Stat(out); err == nil && st.Size() > 300<<10 {
+			if st, err := os.Stat(out); err == nil && st.Size() > 150<<10 {
 				break
 			}
 			if time.Now().After(deadline) {

@@ -26,7 +26,7 @@ import (
 // still finish, and its fold must equal the database exactly as the
 // snapshot saw it, every line tagged with the slot's consistent point.
 func TestSlotSnapshotWhileRowsChange(t *testing.T) {
-	db, plan := loadBlog(t, "40", "3000", "9000")
+	db, plan := loadBlog(t, "40", "2000", "6000")
 	ctx := ctxT(t)
 	repl, err := pgconn.Connect(ctx, db.DSN+"&replication=database")
 	if err != nil {
@@ -68,9 +68,9 @@ func TestSlotSnapshotWhileRowsChange(t *testing.T) {
 			}
 			_, err := db.Pool.Exec(context.Background(), `
 WITH u AS (UPDATE posts SET votes = votes + 1000, title = 'changed' WHERE id = $1 RETURNING id),
-     c AS (INSERT INTO comments (id, post_id, body) VALUES (1000000 + $2, 1 + ($1 * 7) % 3000, 'late') RETURNING id),
-     d AS (DELETE FROM post_tags WHERE post_id = 3001 - $1 RETURNING post_id)
-SELECT 1`, 1+(i*13)%3000, i)
+     c AS (INSERT INTO comments (id, post_id, body) VALUES (1000000 + $2, 1 + ($1 * 7) % 2000, 'late') RETURNING id),
+     d AS (DELETE FROM post_tags WHERE post_id = 2001 - $1 RETURNING post_id)
+SELECT 1`, 1+(i*13)%2000, i)
 			if err != nil {
 				return
 			}
