@@ -56,7 +56,7 @@ fuzz:
 
 ## bench: bench/run.sh when present, otherwise every benchmark once
 bench:
-	@if [ -x bench/run.sh ]; then bench/run.sh; \
+	@if [ -f bench/run.sh ]; then bash bench/run.sh; \
 	else $(GO) test -run '^$$' -bench . -benchtime 1x ./...; fi
 
 ## demo: a throwaway Postgres with the blog workload, follow, a few changes, the lines as they come
