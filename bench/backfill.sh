@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Backfill benchmark, side by side in one run (issue 5):
 #   peer:      psql -c "COPY (<reference query>) TO STDOUT" >/dev/null, the
-#              single-query limit for building the blog documents;
+#              single-query limit for building the blog documents, with the
+#              server's defaults and with jit=off (the setting flusso-pg's
+#              document connections use, build.RuntimeParams);
 #   flusso-pg: flusso-pg backfill --workers 1 and --workers 2 >/dev/null, the
 #              same documents from one exported snapshot.
 # Each is run RUNS times; the median is reported, with flusso-pg's peak RSS
@@ -64,10 +66,13 @@ time_run() {
 # Warm the cache once so no run pays for the first read of the tables.
 psql -Atq -d blog -c "COPY ($reference) TO STDOUT" >/dev/null
 
-peer_s=(); w1_s=(); w2_s=(); w1_rss=(); w2_rss=(); peer_rss=()
+peer_s=(); nojit_s=(); w1_s=(); w2_s=(); w1_rss=(); w2_rss=(); peer_rss=()
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
 for run in $(seq "$RUNS"); do
   read -r s rss < <(time_run "copy-$run" psql -Atq -d blog -c "COPY ($reference) TO STDOUT")
   peer_s+=("$s"); peer_rss+=("$rss")
+  read -r s rss < <(PGOPTIONS="-c jit=off" time_run "copy-nojit-$run" psql -Atq -d blog -c "COPY ($reference) TO STDOUT")
+  nojit_s+=("$s")
   for w in 1 2; do
     read -r s rss < <(time_run "flusso-w$w-$run" "$FLUSSO" backfill --config "$work/flusso.yaml" --workers "$w" --output -)
     if [ "$s" != 0 ] && ! grep -q "\"documents\": $POSTS," "$work/flusso-w$w-$run.err"; then
@@ -77,16 +82,21 @@ for run in $(seq "$RUNS"); do
     fi
     if [ "$w" = 1 ]; then w1_s+=("$s"); w1_rss+=("$rss"); else w2_s+=("$s"); w2_rss+=("$rss"); fi
   done
-  echo "run $run: copy ${peer_s[-1]} s, flusso-pg w1 ${w1_s[-1]} s, w2 ${w2_s[-1]} s" >&2
+  echo "run $run: copy ${peer_s[-1]} s, copy jit=off ${nojit_s[-1]} s, flusso-pg w1 ${w1_s[-1]} s, w2 ${w2_s[-1]} s" >&2
 done
 
 med() { printf '%s\n' "$@" | median; }
 peer=$(med "${peer_s[@]}")
 rate() { awk -v n="$POSTS" -v s="$1" 'BEGIN { print (s > 0 ? n / s : 0) }'; }
 mib() { awk -v k="$(printf '%s\n' "$@" | sort -g | tail -1)" 'BEGIN { printf "%.0f", k / 1024 }'; }
-echo "blog: $POSTS posts, $COMMENTS comments, $AUTHORS authors; median of $RUNS runs; $(nproc) CPUs; PostgreSQL $PGMAJOR"
-report "backfill --workers 1 vs COPY (reference)" "$(rate "$(med "${w1_s[@]}")")" "$(rate "$peer")" "docs/s" | tr -d '\n'
+nojit=$(med "${nojit_s[@]}")
+w1=$(med "${w1_s[@]}")
+w2=$(med "${w2_s[@]}")
+echo "blog: $POSTS posts, $COMMENTS comments, $AUTHORS authors; median of $RUNS runs; $(nproc) CPUs; PostgreSQL $PGMAJOR; load average $load0 at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
+report "backfill --workers 1 vs COPY (reference)" "$(rate "$w1")" "$(rate "$peer")" "docs/s" | tr -d '\n'
 echo "   peak RSS flusso-pg $(mib "${w1_rss[@]}") MiB, psql $(mib "${peer_rss[@]}") MiB"
-report "backfill --workers 2 vs COPY (reference)" "$(rate "$(med "${w2_s[@]}")")" "$(rate "$peer")" "docs/s" | tr -d '\n'
+report "backfill --workers 2 vs COPY (reference)" "$(rate "$w2")" "$(rate "$peer")" "docs/s" | tr -d '\n'
 echo "   peak RSS flusso-pg $(mib "${w2_rss[@]}") MiB"
+report "backfill --workers 1 vs COPY (reference, jit=off)" "$(rate "$w1")" "$(rate "$nojit")" "docs/s"
+report "backfill --workers 2 vs COPY (reference, jit=off)" "$(rate "$w2")" "$(rate "$nojit")" "docs/s"
 exit $failed
