@@ -93,7 +93,7 @@ func benchRecvlogical(b *testing.B, recv string, db *pgtest.DB, slot string, end
 	}
 	took := time.Since(began)
 	close(stop)
-	b.Logf("walsender cpu %v", <-ws)
+	b.Logf("walsender cpu user/sys %v", <-ws)
 	b.Logf("pg_recvlogical: cpu user %v sys %v, wall %v", cmd.ProcessState.UserTime(), cmd.ProcessState.SystemTime(), took)
 	if st, err := os.Stat(out); err != nil || st.Size() < int64(rows) {
 		b.Fatalf("pg_recvlogical wrote %v (%v)", st, err)
@@ -146,7 +146,7 @@ func benchCapture(b *testing.B, db *pgtest.DB, slot string, rows int) float64 {
 	}
 	took := time.Since(began)
 	close(stop)
-	b.Logf("walsender cpu %v", <-ws)
+	b.Logf("walsender cpu user/sys %v", <-ws)
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	b.Logf("capture: cpu user %v sys %v, wall %v", time.Duration(ru.Utime.Nano()-ru0.Utime.Nano()), time.Duration(ru.Stime.Nano()-ru0.Stime.Nano()), took)
@@ -158,10 +158,10 @@ func benchCapture(b *testing.B, db *pgtest.DB, slot string, rows int) float64 {
 
 // walsenderCPU polls the CPU time of the walsender serving slot until stop
 // is closed, then reports the last value seen.
-func walsenderCPU(db *pgtest.DB, slot string, stop <-chan struct{}) <-chan time.Duration {
-	res := make(chan time.Duration, 1)
+func walsenderCPU(db *pgtest.DB, slot string, stop <-chan struct{}) <-chan [2]time.Duration {
+	res := make(chan [2]time.Duration, 1)
 	go func() {
-		var last time.Duration
+		var last [2]time.Duration
 		for {
 			var pid int
 			db.Pool.QueryRow(context.Background(), `SELECT coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&pid)
@@ -171,7 +171,7 @@ func walsenderCPU(db *pgtest.DB, slot string, stop <-chan struct{}) <-chan time.
 					if len(f) > 15 {
 						u, _ := strconv.Atoi(f[13])
 						s, _ := strconv.Atoi(f[14])
-						last = time.Duration(u+s) * 10 * time.Millisecond
+						last = [2]time.Duration{time.Duration(u) * 10 * time.Millisecond, time.Duration(s) * 10 * time.Millisecond}
 					}
 				}
 			}

@@ -25,7 +25,7 @@ type batchingConn struct {
 }
 
 const (
-	batchWait     = 500 * time.Microsecond
+	batchWait     = time.Millisecond
 	shortReadSize = 4096
 )
 
