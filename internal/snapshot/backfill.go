@@ -159,7 +159,10 @@ func (b *Backfill) Run(ctx context.Context, snap Snapshot, imported func()) (err
 		}
 	}
 
-	workers := min(b.cfg.Workers, max(len(tasks), 1))
+	if len(tasks) == 0 {
+		return b.ckpt.save(b.ckpt.pending())
+	}
+	workers := min(b.cfg.Workers, len(tasks))
 	if maxConns := int(b.pool.Config().MaxConns); workers > maxConns {
 		b.log.Warn("fewer workers than asked: the connection pool is smaller", zap.Int("workers", workers), zap.Int("max_conns", maxConns))
 		workers = maxConns

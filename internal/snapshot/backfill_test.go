@@ -203,3 +203,52 @@ func TestImportedCalledOnFailure(t *testing.T) {
 		t.Fatalf("cancelled: %v (imported %d)", err, r.imported)
 	}
 }
+
+// TestEstimateRows: the estimate follows the table's pages since the last
+// ANALYZE, and a table analyzed while empty (or never) is counted.
+func TestEstimateRows(t *testing.T) {
+	db := pgtest.NewDB(t)
+	db.Exec(t, `CREATE TABLE e (id int PRIMARY KEY, pad text); ANALYZE e;
+INSERT INTO e SELECT g, repeat('x', 50) FROM generate_series(1, 5000) g;`)
+	plan := compile(t, db.Pool, parseConfig(t, "indexes:\n  - name: e\n    table: e\n"))
+	ix := plan.Indexes[0]
+	check := func(step string, lo, hi int64) {
+		t.Helper()
+		n, err := estimateRows(ctxT(t), db.Pool, ix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n < lo || n > hi {
+			t.Fatalf("%s: estimate %d, want %d..%d", step, n, lo, hi)
+		}
+	}
+	check("analyzed while empty", 5000, 5000)
+	db.Exec(t, `ANALYZE e`)
+	check("analyzed", 5000, 5000)
+	db.Exec(t, `INSERT INTO e SELECT g, repeat('x', 50) FROM generate_series(5001, 10000) g`)
+	check("grown since", 9000, 11000)
+	db.Exec(t, `TRUNCATE e`)
+	check("emptied", 0, 0)
+}
+
+// TestRangeCount: a few ranges per worker, more for big tables, and never
+// fewer than four batches a range.
+func TestRangeCount(t *testing.T) {
+	for _, tc := range []struct {
+		estimate       int64
+		workers, batch int
+		want           int
+	}{
+		{0, 4, 500, 1},
+		{1000, 4, 500, 1},
+		{200_000, 2, 500, 8},
+		{200_000, 8, 500, 32},
+		{200_000, 8, 10_000, 5},
+		{50_000_000, 2, 500, 50},
+		{5_000_000_000, 2, 500, 1024},
+	} {
+		if got := rangeCount(tc.estimate, tc.workers, tc.batch); got != tc.want {
+			t.Errorf("rangeCount(%d, %d, %d) = %d, want %d", tc.estimate, tc.workers, tc.batch, got, tc.want)
+		}
+	}
+}

@@ -117,7 +117,8 @@ func (b *bar) stats(now time.Time) (done, estimate int64, rate float64, eta time
 	estimate = max(b.estimate, done)
 	end := now
 	if f := b.finished.Load(); f != 0 {
-		end, finished = time.Unix(0, f), true
+		// Done: the estimate was only an estimate.
+		end, finished, estimate = time.Unix(0, f), true, done
 	}
 	if secs := end.Sub(b.start).Seconds(); secs > 0 {
 		rate = float64(done-b.base) / secs

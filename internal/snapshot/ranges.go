@@ -32,14 +32,18 @@ func rangeCount(estimate int64, workers, batch int) int {
 	return max(n, 1)
 }
 
-// estimateRows is the planner's estimate of the root table's rows
-// (pg_class.reltuples); a table never analyzed is counted.
+// estimateRows estimates the root table's rows as the planner does: the
+// density of the last ANALYZE or VACUUM (pg_class.reltuples / relpages)
+// times the table's pages now. A table never analyzed, or analyzed while
+// empty, is counted. A partitioned table sums its partitions' reltuples.
 func estimateRows(ctx context.Context, q build.Querier, ix *build.Index) (int64, error) {
 	var n float64
-	err := q.QueryRow(ctx, `SELECT CASE WHEN c.relkind = 'p'
-	        THEN coalesce((SELECT sum(greatest(p.reltuples, 0)) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhrelid WHERE i.inhparent = c.oid), -1)
-	        ELSE c.reltuples END::float8
-	   FROM pg_class c WHERE c.oid = $1::regclass`, ix.Root().Quoted()).Scan(&n)
+	err := q.QueryRow(ctx, `SELECT CASE
+	    WHEN c.relkind = 'p' THEN coalesce((SELECT sum(greatest(p.reltuples, 0)) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhrelid WHERE i.inhparent = c.oid), -1)
+	    WHEN c.reltuples < 0 OR c.relpages = 0 THEN CASE WHEN pg_relation_size(c.oid) = 0 THEN 0 ELSE -1 END
+	    ELSE c.reltuples / c.relpages * greatest(pg_relation_size(c.oid) / current_setting('block_size')::int, 1)
+	  END::float8
+	  FROM pg_class c WHERE c.oid = $1::regclass`, ix.Root().Quoted()).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("index %s: estimate the rows of %s: %w", ix.Name(), ix.Root(), err)
 	}
