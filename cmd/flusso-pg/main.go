@@ -10,13 +10,22 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// FLUSSO_CPUPROFILE=path writes a CPU profile, for `go tool pprof`.
+	if path := os.Getenv("FLUSSO_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+	}
 	err := newRootCmd().ExecuteContext(ctx)
+	pprof.StopCPUProfile()
 	if err != nil {
 		var ex *exitError
 		if errors.As(err, &ex) {

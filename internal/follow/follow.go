@@ -92,7 +92,17 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 		}
 	}()
 
-	f.pool, err = pgxpool.New(work, f.cfg.Source.DSN)
+	pc, err := pgxpool.ParseConfig(f.cfg.Source.DSN)
+	if err != nil {
+		return fmt.Errorf("source.dsn %s: %w", config.RedactDSN(f.cfg.Source.DSN), err)
+	}
+	for k, v := range build.RuntimeParams {
+		pc.ConnConfig.RuntimeParams[k] = v
+	}
+	if _, ok := pc.ConnConfig.RuntimeParams["application_name"]; !ok {
+		pc.ConnConfig.RuntimeParams["application_name"] = "flusso-pg"
+	}
+	f.pool, err = pgxpool.NewWithConfig(work, pc)
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", config.RedactDSN(f.cfg.Source.DSN), err)
 	}

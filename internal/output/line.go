@@ -41,7 +41,7 @@ func AppendTruncate(buf []byte, index string, lsn pglogrepl.LSN) []byte {
 	buf = append(buf, `{"index":`...)
 	buf = AppendString(buf, index)
 	buf = append(buf, `,"op":"truncate","lsn":"`...)
-	buf = append(buf, lsn.String()...)
+	buf = AppendLSN(buf, lsn)
 	return append(buf, "\"}\n"...)
 }
 
@@ -55,8 +55,31 @@ func appendHead(buf []byte, index, op string, key []byte, id string, lsn pglogre
 	buf = append(buf, `,"id":`...)
 	buf = AppendString(buf, id)
 	buf = append(buf, `,"lsn":"`...)
-	buf = append(buf, lsn.String()...)
+	buf = AppendLSN(buf, lsn)
 	return append(buf, '"')
+}
+
+// AppendLSN appends lsn as Postgres prints it (16/B374D848), without the
+// allocation of LSN.String.
+func AppendLSN(buf []byte, lsn pglogrepl.LSN) []byte {
+	buf = appendHex(buf, uint32(lsn>>32))
+	buf = append(buf, '/')
+	return appendHex(buf, uint32(lsn))
+}
+
+func appendHex(buf []byte, v uint32) []byte {
+	const digits = "0123456789ABCDEF"
+	if v == 0 {
+		return append(buf, '0')
+	}
+	var tmp [8]byte
+	i := len(tmp)
+	for v > 0 {
+		i--
+		tmp[i] = digits[v&0xF]
+		v >>= 4
+	}
+	return append(buf, tmp[i:]...)
 }
 
 const hex = "0123456789abcdef"

@@ -56,3 +56,11 @@ func FuzzAppendString(f *testing.F) {
 		}
 	})
 }
+
+func TestAppendLSNMatchesString(t *testing.T) {
+	for _, l := range []pglogrepl.LSN{0, 1, 0x16B3748, 0xFFFFFFFF, 0x1_00000000, 0xABCDEF01_23456789, ^pglogrepl.LSN(0)} {
+		if got, want := string(AppendLSN(nil, l)), l.String(); got != want {
+			t.Errorf("AppendLSN(%d) = %s, want %s", uint64(l), got, want)
+		}
+	}
+}
