@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# `make bench`: every side-by-side comparison in one run, each against its
+# peer measured in the same run, then the Go benchmarks of the hot paths.
+# Sizes come from the environment (defaults are the issues' sizes):
+#   POSTS=200000 COMMENTS=1000000 AUTHORS=5000  backfill
+#   UPDATES=200000                              streaming
+#   RATE=1000                                   latency
+#   RUNS=3                                      repeats (the median is reported)
+#   SWEEP=100000                                rows for the throughput plot (0 skips it)
+# Prints one line per comparison (flusso-pg, peer, ratio flusso-pg/peer);
+# exits non-zero when a run failed, never because a ratio is low.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+POSTS=${POSTS:-200000} COMMENTS=${COMMENTS:-1000000} AUTHORS=${AUTHORS:-5000}
+UPDATES=${UPDATES:-200000} RATE=${RATE:-1000} RUNS=${RUNS:-3} SWEEP=${SWEEP:-100000}
+mkdir -p "$here/results"
+failed=0
+echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), $(go version | cut -d' ' -f3)"
+echo "== backfill ($POSTS posts, $COMMENTS comments)"
+bash "$here/backfill.sh" "$POSTS" "$COMMENTS" "$AUTHORS" "$RUNS" | tee "$here/results/backfill.txt" || failed=1
+echo "== streaming ($UPDATES updates, latency at $RATE commits/s)"
+bash "$here/stream.sh" "$UPDATES" "$RUNS" "$RATE" | tee "$here/results/stream.txt" || failed=1
+if [ "$SWEEP" != 0 ]; then
+  echo "== throughput by transaction size and batch size ($SWEEP rows)"
+  bash "$here/sweep.sh" "$SWEEP" | tee "$here/results/sweep.txt" || failed=1
+fi
+echo "== Go benchmarks (benchstat-comparable: bench/results/go.txt)"
+(cd "$here/.." && go test -run '^$' -bench . -benchmem -count "$RUNS" \
+  ./internal/output/ ./internal/wal/ ./internal/build/ 2>&1) | tee "$here/results/go.txt" | grep -E '^(Benchmark|ok|FAIL|---)' || failed=1
+grep -q '^FAIL' "$here/results/go.txt" && failed=1
+exit $failed
