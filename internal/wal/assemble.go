@@ -38,9 +38,10 @@ func (a *assembler) reset() {
 }
 
 func (a *assembler) newTxn(xid uint32) *Txn {
-	b := newRowBuffer(a.budget, a.dir)
-	b.spilled = a.onSpill
-	return &Txn{Xid: xid, buf: b}
+	t := &Txn{Xid: xid}
+	t.buf.init(a.budget, a.dir)
+	t.buf.spilled = a.onSpill
+	return t
 }
 
 // handle applies one message; it returns a transaction when one committed.

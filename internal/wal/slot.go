@@ -268,7 +268,6 @@ func (c *Capture) connect(ctx context.Context) (*pgconn.PgConn, error) {
 	if pc.ConnectTimeout == 0 {
 		pc.ConnectTimeout = 15 * time.Second
 	}
-	pc.DialFunc = dialBatching(pc.DialFunc)
 	conn, err := pgconn.ConnectConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("replication connect: %w", err)

@@ -257,9 +257,6 @@ func (s *session) run(ctx context.Context, conn *pgconn.PgConn) (received bool, 
 		return false, fmt.Errorf("start replication: %w", classifyServer(err))
 	}
 	c.log.Debug("streaming", zap.String("slot", c.cfg.Slot), zap.Stringer("from", from))
-	if bc, ok := conn.Conn().(*batchingConn); ok {
-		bc.on.Store(true)
-	}
 
 	// The read deadline wakes the loop for status updates; cancelling ctx
 	// pulls it into the past. Only this goroutine reads and writes conn.

@@ -25,28 +25,23 @@ type Txn struct {
 	CommitTime time.Time
 	Rows       int // after deduplication
 
-	buf *rowBuffer
+	buf rowBuffer
 }
 
 // Spilled reports whether the rows went to a temporary file.
-func (t *Txn) Spilled() bool { return t.buf != nil && t.buf.file != nil }
+func (t *Txn) Spilled() bool { return t.buf.file != nil }
 
 // Each calls fn with the rows in commit order, at most batch at a time
 // (truncates included, as rows with Op Truncate). The slice is reused
 // between calls; the rows' strings may be kept.
 func (t *Txn) Each(batch int, fn func([]change.Row) error) error {
-	if t.buf == nil {
-		return nil
-	}
 	return t.buf.each(batch, fn)
 }
 
 // Release frees the rows: memory, and the spill file. Each must not be
 // called afterwards.
 func (t *Txn) Release() {
-	if t.buf != nil {
-		t.buf.release()
-	}
+	t.buf.release()
 }
 
 // rowBuffer collects a transaction's rows: in memory up to budget bytes,
@@ -57,9 +52,10 @@ type rowBuffer struct {
 	budget int64
 	dir    string
 
-	n    int          // rows kept
-	rows []change.Row // in memory; nil once spilled
-	mem  int64        // estimated bytes of rows and seen
+	n    int           // rows kept
+	rows []change.Row  // in memory; nil once spilled
+	one  [1]change.Row // rows' first backing array: most transactions have one row
+	mem  int64         // estimated bytes of rows and seen
 
 	// deduplication: a 128-bit hash of each row's encoding → its position.
 	// Best effort: bounded in size, and the first row is hashed only once
@@ -100,7 +96,14 @@ type mark struct {
 var hashSeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
 
 func newRowBuffer(budget int64, dir string) *rowBuffer {
-	return &rowBuffer{budget: budget, dir: dir, seenCap: max(1024, int(budget/4/64))}
+	b := &rowBuffer{}
+	b.init(budget, dir)
+	return b
+}
+
+func (b *rowBuffer) init(budget int64, dir string) {
+	b.budget, b.dir, b.seenCap = budget, dir, max(1024, int(budget/4/64))
+	b.rows = b.one[:0:1]
 }
 
 const (
