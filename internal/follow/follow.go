@@ -190,13 +190,28 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 			f.capture.ReleaseSnapshot()
 		}
 	}
-	if err := bf.Run(gctx, snap, release); err != nil {
-		release()
+	// A stop signal interrupts the backfill at once: its checkpoints are
+	// saved after each flush, and the next start resumes from them.
+	bctx, cancelBackfill := context.WithCancel(gctx)
+	go func() {
+		select {
+		case <-stop:
+			cancelBackfill()
+		case <-bctx.Done():
+		}
+	}()
+	err = bf.Run(bctx, snap, release)
+	cancelBackfill()
+	release()
+	if err != nil {
 		cancelWork()
 		g.Wait()
+		if isClosed(stop) {
+			f.log.Info("stopped during the backfill; the next start resumes it from its checkpoints")
+			return nil
+		}
 		return fmt.Errorf("backfill: %w", err)
 	}
-	release()
 
 	txns := make(chan *wal.Txn, 256)
 	captureCtx, stopCapture := context.WithCancel(gctx)
@@ -303,4 +318,13 @@ func problemsError(problems []build.Problem) error {
 		return nil
 	}
 	return fmt.Errorf("the config does not match the database (%d problems; `flusso-pg validate` lists them):%s", n, msg)
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }

@@ -93,3 +93,28 @@ func peakRSS(t *testing.T, pid int) int64 {
 	t.Fatal("no VmHWM in /proc status")
 	return 0
 }
+
+// SIGTERM during the first backfill stops at once with exit 0; the next
+// start resumes the backfill and the stream, and nothing is lost.
+func TestFollowSIGTERMDuringBackfillResumes(t *testing.T) {
+	db := blog(t, 50, 20000, 40000)
+	dir := t.TempDir()
+	cfg := writeConfig(t, db, dir, "")
+	// Small batches and one worker: the backfill lasts long enough to be interrupted.
+	data, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, []byte(strings.Replace(string(data), "  workers: 2\n  batch_size: 100", "  workers: 1\n  batch_size: 10", 1)), 0o644)
+	out := filepath.Join(dir, "out.ndjson")
+	p := start(t, out, "follow", "--config", cfg)
+	waitFor(t, 60*time.Second, func() bool { return strings.Contains(p.stderr.String(), "backfill started") })
+	time.Sleep(300 * time.Millisecond)
+	db.Exec(t, "UPDATE posts SET title = 'during backfill' WHERE id = 19999")
+	if code := p.stop(t, syscall.SIGTERM, 5*time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM during the backfill, want 0", code)
+	}
+	if n := countLines(t, out); n >= 20000 {
+		t.Fatalf("the backfill finished (%d lines) before the signal: the test interrupts nothing", n)
+	}
+	p2 := start(t, out, "follow", "--config", cfg)
+	waitFold(t, db, out, 90*time.Second)
+	p2.stop(t, syscall.SIGTERM, 10*time.Second)
+}
