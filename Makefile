@@ -1,5 +1,8 @@
 # flusso-pg. `make test` is what CI runs first; every target does one thing.
 
+SHELL       := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
 GO          ?= go
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT      ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo none)
@@ -46,9 +49,8 @@ lint:
 
 ## fuzz: each fuzz target for FUZZTIME (30s)
 fuzz:
-	@set -e; \
-	$(GO) test -list '^Fuzz' ./... | \
-	awk '/^Fuzz/ { f[n++] = $$1 } /^ok / { for (i = 0; i < n; i++) print $$2, f[i]; n = 0 } /^FAIL/ { n = 0 }' | \
+	@$(GO) test -list '^Fuzz' ./... | \
+	awk '/^Fuzz/ { f[n++] = $$1 } /^ok / { for (i = 0; i < n; i++) print $$2, f[i]; n = 0 } /^FAIL/ { print > "/dev/stderr"; n = 0 }' | \
 	while read -r pkg fn; do \
 		echo "=== $$fn ($$pkg)"; \
 		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10s $$pkg; \
