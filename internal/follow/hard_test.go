@@ -1,7 +1,10 @@
 package follow_test
 
 import (
+	"bytes"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -117,4 +120,52 @@ func TestFollowSIGTERMDuringBackfillResumes(t *testing.T) {
 	p2 := start(t, out, "follow", "--config", cfg)
 	waitFold(t, db, out, 90*time.Second)
 	p2.stop(t, syscall.SIGTERM, 10*time.Second)
+}
+
+// A reader that stalls makes flusso-pg wait, with bounded memory, without
+// losing its replication connection (the server's wal_sender_timeout is cut
+// to 5 s for this test, and the reader stalls for 20 s); once the reader
+// reads again, everything arrives.
+func TestFollowStalledReaderWaitsWithBoundedMemory(t *testing.T) {
+	db := blog(t, 20, 2000, 4000)
+	db.Exec(t, "ALTER SYSTEM SET wal_sender_timeout = '5s'")
+	db.Exec(t, "SELECT pg_reload_conf()")
+	t.Cleanup(func() {
+		db.Exec(t, "ALTER SYSTEM RESET wal_sender_timeout")
+		db.Exec(t, "SELECT pg_reload_conf()")
+	})
+	dir := t.TempDir()
+	cfg := writeConfig(t, db, dir, "")
+	cmd := exec.Command(binary, "follow", "--config", cfg)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &syncWriter{buf: &stderr}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	// Nobody reads: the pipe (64 KiB) fills during the backfill.
+	for i := 0; i < 40; i++ {
+		db.Exec(t, "UPDATE comments SET score = score + 1 WHERE id % 40 = $1", i)
+	}
+	time.Sleep(20 * time.Second)
+	if cmd.ProcessState != nil {
+		t.Fatalf("flusso-pg exited while its reader stalled:\n%s", stderr.String())
+	}
+	if rss := peakRSS(t, cmd.Process.Pid); rss > 150<<20 {
+		t.Fatalf("peak RSS %d MiB while the reader stalled", rss>>20)
+	}
+	out := filepath.Join(dir, "out.ndjson")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { io.Copy(f, stdout); f.Close() }()
+	waitFold(t, db, out, 60*time.Second)
+	if strings.Contains(stderr.String(), "reconnect") {
+		t.Fatalf("the replication connection was lost while the reader stalled:\n%s", tailString(stderr.String(), 3000))
+	}
 }
