@@ -301,3 +301,36 @@ func TestBadRole(t *testing.T) {
 		t.Fatalf("open as a missing role: %v (fatal %v)", err, fatal(err))
 	}
 }
+
+// A consumer that stops reading does not make the walsender time out:
+// status updates keep going while Run waits to hand a transaction over.
+func TestSlowConsumerKeepsConnection(t *testing.T) {
+	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t", map[change.Table][]string{tbl("t"): {"id"}})
+	f.db.Exec(t, `ALTER SYSTEM SET wal_sender_timeout = '1s'`)
+	f.db.Exec(t, `SELECT pg_reload_conf()`)
+	t.Cleanup(func() {
+		f.db.Exec(t, `ALTER SYSTEM RESET wal_sender_timeout`)
+		f.db.Exec(t, `SELECT pg_reload_conf()`)
+	})
+	c, st := f.open()
+	r := run(t, c, st, 0) // unbuffered: Run blocks on the first transaction
+	for i := range 5 {
+		f.db.Exec(t, `INSERT INTO t VALUES ($1)`, i)
+	}
+	pid := func() (p int) {
+		f.db.Pool.QueryRow(context.Background(), `SELECT coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = $1`, f.cfg.Slot).Scan(&p)
+		return p
+	}
+	eventually(t, 10*time.Second, "the walsender", func() bool { return pid() != 0 })
+	before := pid()
+	time.Sleep(4 * time.Second) // four walsender timeouts without reading
+	for i := range 5 {
+		txn := r.next(10 * time.Second)
+		equal(t, txnText(t, txn), []string{fmt.Sprintf("I public.t new[%d]", i)})
+		txn.Release()
+	}
+	time.Sleep(500 * time.Millisecond)
+	if after, n := pid(), c.Reconnects(); after != before || n != 0 {
+		t.Fatalf("walsender pid %d → %d, %d reconnects: it timed out while the consumer was not reading", before, after, n)
+	}
+}
