@@ -375,7 +375,8 @@ func (b *rowBuffer) each(batch int, fn func([]change.Row) error) error {
 	}
 	if b.file == nil {
 		for i := 0; i < len(b.rows); i += batch {
-			if err := fn(b.rows[i:min(i+batch, len(b.rows))]); err != nil {
+			j := min(i+batch, len(b.rows))
+			if err := fn(b.rows[i:j:j]); err != nil { // capped: an append cannot overwrite the next rows
 				return err
 			}
 		}
