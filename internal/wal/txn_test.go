@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -180,5 +181,65 @@ func TestMillionRowTransaction(t *testing.T) {
 	txn.Release()
 	if _, err := os.Stat(name); !os.IsNotExist(err) {
 		t.Fatalf("spill file %s still there after Release (%v)", name, err)
+	}
+}
+
+// Subtransaction cuts land on the right row whether the mark was made in
+// memory, before the spill, or in the file.
+func TestRowBufferCut(t *testing.T) {
+	row := func(i int) *change.Row {
+		return &change.Row{Table: tbl("t"), Op: change.Insert, Cols: []string{"id"}, New: []change.Value{{Text: strconv.Itoa(i)}}}
+	}
+	ids := func(b *rowBuffer) []string {
+		var out []string
+		b.each(3, func(rows []change.Row) error {
+			for _, r := range rows {
+				out = append(out, r.New[0].Text)
+			}
+			return nil
+		})
+		return out
+	}
+	for _, c := range []struct {
+		name   string
+		budget int64
+	}{{"memory", 1 << 20}, {"spilled", 1000}} {
+		t.Run(c.name, func(t *testing.T) {
+			b := newRowBuffer(c.budget, t.TempDir())
+			defer b.release()
+			for i := 0; i < 5; i++ {
+				b.add(row(i))
+			}
+			b.mark(100) // subxact 100 from row 5
+			for i := 5; i < 10; i++ {
+				b.add(row(i))
+			}
+			b.mark(200) // its child from row 10
+			for i := 10; i < 15; i++ {
+				b.add(row(i))
+			}
+			b.add(row(3)) // a duplicate: kept once
+			if err := b.cut(200); err != nil {
+				t.Fatal(err)
+			}
+			b.add(row(12)) // after the cut it is new again
+			if err := b.cut(300); err != nil { // never seen: nothing to cut
+				t.Fatal(err)
+			}
+			got := strings.Join(ids(b), ",")
+			if want := "0,1,2,3,4,5,6,7,8,9,12"; got != want {
+				t.Fatalf("rows %s, want %s", got, want)
+			}
+			if err := b.cut(100); err != nil {
+				t.Fatal(err)
+			}
+			b.add(row(20))
+			if got, want := strings.Join(ids(b), ","), "0,1,2,3,4,20"; got != want {
+				t.Fatalf("rows %s, want %s", got, want)
+			}
+			if (b.file != nil) != (c.budget < 1<<20) {
+				t.Fatalf("spilled = %v", b.file != nil)
+			}
+		})
 	}
 }
