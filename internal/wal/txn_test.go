@@ -222,7 +222,7 @@ func TestRowBufferCut(t *testing.T) {
 			if err := b.cut(200); err != nil {
 				t.Fatal(err)
 			}
-			b.add(row(12)) // after the cut it is new again
+			b.add(row(12))                     // after the cut it is new again
 			if err := b.cut(300); err != nil { // never seen: nothing to cut
 				t.Fatal(err)
 			}
