@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -69,10 +68,4 @@ func loadConfig(cmd *cobra.Command) (*config.Config, *zap.Logger, error) {
 		return nil, nil, err
 	}
 	return cfg, log, nil
-}
-
-var errNotImplemented = errors.New("not implemented yet")
-
-func notImplemented(name string) error {
-	return &exitError{code: 2, msg: fmt.Sprintf("%s: %v", name, errNotImplemented)}
 }

@@ -254,34 +254,39 @@ func (f *Follower) loop(ctx context.Context, stop <-chan struct{}, txns <-chan *
 		case first = <-txns:
 		}
 		started := time.Now()
-		g := newGroup()
-		rows := 0
-		txn := first
-		var held []*wal.Txn
-		for {
-			held = append(held, txn)
-			if err := f.collect(ctx, g, txn, spill); err != nil {
-				release(held)
-				return err
-			}
-			rows += txn.Rows
-			if rows >= spill {
-				break
-			}
-			// Coalesce what is already waiting; never wait for more.
+		// Take what is already waiting (flusso-pg is behind), never wait for more.
+		held := []*wal.Txn{first}
+		rows := first.Rows
+	gather:
+		for rows < spill {
 			select {
-			case txn = <-txns:
-				continue
+			case txn := <-txns:
+				held = append(held, txn)
+				rows += txn.Rows
 			default:
+				break gather
 			}
-			break
 		}
-		err := f.finish(ctx, g, started)
+		err := f.process(ctx, held, spill, started)
 		release(held)
 		if err != nil {
 			return err
 		}
 	}
+}
+
+// process resolves, builds, writes and flushes one group of transactions.
+func (f *Follower) process(ctx context.Context, txns []*wal.Txn, spill int, started time.Time) error {
+	if err := f.waitVisible(ctx, txns); err != nil {
+		return err
+	}
+	g := newGroup()
+	for _, txn := range txns {
+		if err := f.collect(ctx, g, txn, spill); err != nil {
+			return err
+		}
+	}
+	return f.finish(ctx, g, started)
 }
 
 func release(txns []*wal.Txn) {

@@ -373,3 +373,34 @@ func freePort(t *testing.T) string {
 }
 
 func netListen() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
+
+// Every line is built from the state at or after the commit that caused it.
+// Postgres flushes a commit to the WAL (and may send it) a moment before the
+// transaction becomes visible to other sessions: a document built in that
+// moment carries the state from before the commit.
+func TestFollowLinesSeeTheirCommit(t *testing.T) {
+	db := blog(t, 5, 50, 100)
+	dir := t.TempDir()
+	cfg := writeConfig(t, db, dir, "")
+	out := filepath.Join(dir, "out.ndjson")
+	p := start(t, out, "follow", "--config", cfg)
+	waitFold(t, db, out, 30*time.Second)
+	for i := 0; i < 60; i++ {
+		title := fmt.Sprintf("seen-%d", i)
+		// A child moves too: both the old and the new parent must show it.
+		db.Exec(t, fmt.Sprintf("BEGIN; UPDATE posts SET title = '%s' WHERE id = %d; UPDATE comments SET post_id = %d WHERE id = %d; COMMIT",
+			title, 1+i%50, 1+(i+1)%50, 1+i))
+		waitFor(t, 10*time.Second, func() bool { return countLines(t, out, `"`+title+`"`) > 0 })
+	}
+	// The last line per key must equal the database: a stale line would stay.
+	waitFold(t, db, out, 10*time.Second)
+	lines := readLines(t, out)
+	for i := 0; i < 60; i++ {
+		title := fmt.Sprintf(`"seen-%d"`, i)
+		l := find(t, lines, title)
+		if !strings.Contains(l, `"op":"upsert"`) {
+			t.Fatalf("line for %s is not an upsert: %s", title, l)
+		}
+	}
+	p.stop(t, syscall.SIGTERM, 10*time.Second)
+}
