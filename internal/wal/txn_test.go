@@ -82,8 +82,14 @@ func TestStreamedTransactions(t *testing.T) {
 			}
 			txn.Release()
 			equal(t, txnText(t, r.next(10*time.Second)), []string{"I public.t new[9001]"})
-			if n := f.streamedTxns(); n < 2 {
-				t.Fatalf("the server streamed %d transactions, want the rolled back and the committed one", n)
+			// PG 18 no longer streams a transaction it can tell has aborted
+			// (it skips decoding it), so only the committed one is streamed there.
+			wantStreamed := int64(2)
+			if f.db.Cluster.Version >= 18 {
+				wantStreamed = 1
+			}
+			if n := f.streamedTxns(); n < wantStreamed {
+				t.Fatalf("the server streamed %d transactions, want %d (the rolled back one before PG 18, and the committed one)", n, wantStreamed)
 			}
 		})
 	}
