@@ -117,8 +117,8 @@ func TestFollowReaderGoneExitsNonZero(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
+	stderr := &logBuf{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -403,4 +403,47 @@ func TestFollowLinesSeeTheirCommit(t *testing.T) {
 		}
 	}
 	p.stop(t, syscall.SIGTERM, 10*time.Second)
+}
+
+// --ack-fd reads the acknowledgements from an inherited file descriptor, and
+// lines carry "ack":true at the end of each flushed group.
+func TestFollowAckFD(t *testing.T) {
+	db := blog(t, 5, 20, 40)
+	dir := t.TempDir()
+	cfg := writeConfig(t, db, dir, "")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	out := filepath.Join(dir, "out.ndjson")
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary, "follow", "--config", cfg, "--ack-fd", "3")
+	cmd.Stdout = f
+	stderr := &logBuf{}
+	cmd.Stderr = stderr
+	cmd.ExtraFiles = []*os.File{r} // fd 3 in the child
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	r.Close()
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	waitFold(t, db, out, 30*time.Second)
+	db.Exec(t, "UPDATE posts SET title = 'acked by fd' WHERE id = 3")
+	waitFold(t, db, out, 30*time.Second)
+	l := find(t, readLines(t, out), `"acked by fd"`)
+	if !strings.HasSuffix(l, `,"ack":true}`) {
+		t.Fatalf("the last line of the group is not marked for acknowledgement: %s", l)
+	}
+	lsn := lineLSN(t, l)
+	time.Sleep(1500 * time.Millisecond)
+	if got := slotLSN(t, db); got > lsn {
+		t.Fatalf("slot confirmed %s before the acknowledgement of %s", got, lsn)
+	}
+	fmt.Fprintf(w, "%s\n", lsn)
+	waitFor(t, 10*time.Second, func() bool { return slotLSN(t, db) > lsn })
 }

@@ -1,7 +1,6 @@
 package follow_test
 
 import (
-	"bytes"
 	"io"
 	"os"
 	"os/exec"
@@ -141,8 +140,8 @@ func TestFollowStalledReaderWaitsWithBoundedMemory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &syncWriter{buf: &stderr}
+	stderr := &logBuf{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +151,7 @@ func TestFollowStalledReaderWaitsWithBoundedMemory(t *testing.T) {
 		db.Exec(t, "UPDATE comments SET score = score + 1 WHERE id % 40 = $1", i)
 	}
 	time.Sleep(20 * time.Second)
-	if cmd.ProcessState != nil {
+	if !alive(cmd.Process.Pid) {
 		t.Fatalf("flusso-pg exited while its reader stalled:\n%s", stderr.String())
 	}
 	if rss := peakRSS(t, cmd.Process.Pid); rss > 150<<20 {
@@ -168,4 +167,14 @@ func TestFollowStalledReaderWaitsWithBoundedMemory(t *testing.T) {
 	if strings.Contains(stderr.String(), "reconnect") {
 		t.Fatalf("the replication connection was lost while the reader stalled:\n%s", tailString(stderr.String(), 3000))
 	}
+}
+
+// alive reports whether pid is running (not gone, not a zombie waiting to be reaped).
+func alive(pid int) bool {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(data))
+	return len(f) > 2 && f[2] != "Z"
 }

@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -71,7 +72,7 @@ func writeConfig(t *testing.T, db *pgtest.DB, dir string, extra string) string {
 // proc is a running flusso-pg.
 type proc struct {
 	cmd    *exec.Cmd
-	stderr *bytes.Buffer
+	stderr *logBuf
 	done   chan error
 }
 
@@ -83,10 +84,10 @@ func start(t *testing.T, out string, args ...string) *proc {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	p := &proc{stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	p := &proc{stderr: &logBuf{}, done: make(chan error, 1)}
 	p.cmd = exec.Command(binary, args...)
 	p.cmd.Stdout = f
-	p.cmd.Stderr = &syncWriter{buf: p.stderr}
+	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -101,9 +102,23 @@ func start(t *testing.T, out string, args ...string) *proc {
 	return p
 }
 
-type syncWriter struct{ buf *bytes.Buffer }
+// logBuf collects a child's stderr; the test reads it while the child writes.
+type logBuf struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
 
-func (w *syncWriter) Write(p []byte) (int, error) { return w.buf.Write(p) }
+func (b *logBuf) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuf) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
 
 func tailString(s string, n int) string {
 	if len(s) > n {
