@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Streaming benchmarks, side by side in one run (issue: follow, benchmarks):
 #   rows:      flusso-pg follow on a root-only index vs pg_recvlogical + wal2json
-#              (format-version 2) draining the same N committed single-row updates;
+#              (format-version 2) draining the same N committed single-row updates,
+#              each timed from its start until its slot confirms the end of the
+#              backlog (both with a 1 s status interval; flusso-pg's time includes
+#              its start-up: catalog, publication check, slot);
 #   documents: flusso-pg follow on the blog posts index turning N comment
 #              updates into documents vs COPY of the reference query over the
 #              affected posts;
@@ -65,10 +68,13 @@ for run in $(seq "$RUNS"); do
   wait_slot rows flusso_rows "$end" 600 || { echo "rows: flusso-pg did not drain"; failed=1; }
   t1=$(now_ns); stop_proc $pid
   rows_flusso+=("$(awk -v n="$N" -v d=$((t1 - t0)) 'BEGIN{print n / (d / 1e9)}')")
+  # The peer is timed the same way: until its slot confirms the end, with the
+  # same 1 s status interval and an fsync of its output file at least as often.
   t0=$(now_ns)
-  /usr/bin/time -v -o "$work/rows-peer.time" pg_recvlogical -d "$(dsn rows)" --slot w2j_rows --start --endpos "$end" \
-    -o format-version=2 -f "$work/rows-peer.out" || { echo "rows: pg_recvlogical failed"; failed=1; }
-  t1=$(now_ns)
+  /usr/bin/time -v -o "$work/rows-peer.time" pg_recvlogical -d "$(dsn rows)" --slot w2j_rows --start \
+    -o format-version=2 -s 1 -F 1 -f "$work/rows-peer.out" & pid=$!
+  wait_slot rows w2j_rows "$end" 600 || { echo "rows: pg_recvlogical did not drain"; failed=1; }
+  t1=$(now_ns); stop_proc $pid
   rows_peer+=("$(awk -v n="$N" -v d=$((t1 - t0)) 'BEGIN{print n / (d / 1e9)}')")
   echo "  run $run: flusso-pg ${rows_flusso[-1]} rows/s (peak RSS $(peak_rss_kb "$work/rows-flusso.time") kB, $(wc -l <"$work/rows-flusso.out") lines), pg_recvlogical+wal2json ${rows_peer[-1]} rows/s (peak RSS $(peak_rss_kb "$work/rows-peer.time") kB)"
 done
