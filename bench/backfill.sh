@@ -86,6 +86,9 @@ for run in $(seq "$RUNS"); do
 done
 
 med() { printf '%s\n' "$@" | median; }
+# best: the fastest run, the figure least disturbed by other load on a shared machine.
+best() { printf '%s\n' "$@" | sort -g | head -1; }
+ratio() { awk -v f="$1" -v p="$2" 'BEGIN { printf "%.2f", (f > 0 ? p / f : 0) }'; }
 peer=$(med "${peer_s[@]}")
 rate() { awk -v n="$POSTS" -v s="$1" 'BEGIN { print (s > 0 ? n / s : 0) }'; }
 mib() { awk -v k="$(printf '%s\n' "$@" | sort -g | tail -1)" 'BEGIN { printf "%.0f", k / 1024 }'; }
@@ -99,4 +102,6 @@ report "backfill --workers 2 vs COPY (reference)" "$(rate "$w2")" "$(rate "$peer
 echo "   peak RSS flusso-pg $(mib "${w2_rss[@]}") MiB"
 report "backfill --workers 1 vs COPY (reference, jit=off)" "$(rate "$w1")" "$(rate "$nojit")" "docs/s"
 report "backfill --workers 2 vs COPY (reference, jit=off)" "$(rate "$w2")" "$(rate "$nojit")" "docs/s"
+echo "best of $RUNS (fastest run of each): copy $(best "${peer_s[@]}") s, copy jit=off $(best "${nojit_s[@]}") s," \
+  "flusso-pg w1 $(best "${w1_s[@]}") s (ratio $(ratio "$(best "${w1_s[@]}")" "$(best "${peer_s[@]}")")), w2 $(best "${w2_s[@]}") s (ratio $(ratio "$(best "${w2_s[@]}")" "$(best "${peer_s[@]}")"))"
 exit $failed
