@@ -12,6 +12,7 @@
 #   idle:      flusso-pg's CPU while idle, and the slot's retained WAL 30 s
 #              after the last write.
 # Usage: bench/stream.sh [UPDATES=200000] [RUNS=3] [RATE=1000]
+# ONLY=rows|documents|latency|idle runs one part.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 N=${1:-200000}
@@ -38,7 +39,10 @@ wait_slot() { # DB SLOT LSN TIMEOUT_S
   done
 }
 
+part() { [ -z "${ONLY:-}" ] || [ "$ONLY" = "$1" ]; }
+
 # ---------------------------------------------------------------- rows
+if part rows; then
 createdb rows
 psql -q -d rows -c "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, note text);
   INSERT INTO items SELECT g, 0, 'item ' || g FROM generate_series(0, 100000) g; ANALYZE items;"
@@ -79,8 +83,10 @@ for run in $(seq "$RUNS"); do
   echo "  run $run: flusso-pg ${rows_flusso[-1]} rows/s (peak RSS $(peak_rss_kb "$work/rows-flusso.time") kB, $(wc -l <"$work/rows-flusso.out") lines), pg_recvlogical+wal2json ${rows_peer[-1]} rows/s (peak RSS $(peak_rss_kb "$work/rows-peer.time") kB)"
 done
 report "stream rows ($N single-row updates)" "$(printf '%s\n' "${rows_flusso[@]}" | median)" "$(printf '%s\n' "${rows_peer[@]}" | median)" "changes/s"
+fi
 
 # ---------------------------------------------------------------- documents
+if part documents; then
 blog_load blog 20000 100000 1000
 sed -e "s#postgres://postgres@127.0.0.1:5432/blog?sslmode=disable#$(dsn blog)#" "$BENCH_ROOT/workloads/blog/flusso.yaml" >"$work/blog.yaml"
 printf 'state: {dir: %s}\ncapture: {status_interval: 1s}\n' "$work/state-blog" >>"$work/blog.yaml"
@@ -114,8 +120,10 @@ for run in $(seq "$RUNS"); do
   echo "  run $run: flusso-pg $lines documents at ${docs_flusso[-1]}/s (peak RSS $(peak_rss_kb "$work/docs-flusso.time") kB), COPY $(wc -l <"$work/docs-peer.out") documents at ${docs_peer[-1]}/s"
 done
 report "stream documents ($N comment updates)" "$(printf '%s\n' "${docs_flusso[@]}" | median)" "$(printf '%s\n' "${docs_peer[@]}" | median)" "docs/s"
+fi
 
 # ---------------------------------------------------------------- latency
+if part latency || part idle; then
 createdb lat
 psql -q -d lat -c "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL);
   INSERT INTO items SELECT g, 0 FROM generate_series(0, 400000) g; ANALYZE items;"
@@ -126,6 +134,8 @@ capture: {status_interval: 1s}
 indexes:
   - {name: items, table: public.items}
 YAML
+fi
+if part latency; then
 (cd "$BENCH_ROOT" && go build -o "$work/latency" ./bench/latency)
 echo "latency at $RATE commits/s (synchronous_commit on):"
 "$work/latency" -dsn "$(dsn lat)" -rate "$RATE" -duration 20s -first 1 \
@@ -134,7 +144,10 @@ psql -q -d lat -c "SELECT pg_create_logical_replication_slot('w2j_lat', 'wal2jso
 "$work/latency" -dsn "$(dsn lat)" -rate "$RATE" -duration 20s -first 200001 \
   -cmd "pg_recvlogical -d '$(dsn lat)' --slot w2j_lat --start -o format-version=2 -s 1 -f -" | sed 's/^/  pg_recvlogical+wal2json: /' || failed=1
 
+fi
+
 # ---------------------------------------------------------------- idle
+if part idle; then
 "$FLUSSO" follow --config "$work/lat.yaml" --log-level warn >/dev/null & pid=$!
 sleep 3
 psql -q -d lat -c "UPDATE items SET v = v + 1 WHERE id < 1000" >/dev/null
@@ -147,5 +160,6 @@ retained=$(psql -Atq -d lat -c "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), res
 stop_proc $pid
 hz=$(getconf CLK_TCK)
 awk -v t=$((ticks1 - ticks0)) -v hz="$hz" -v r="$retained" 'BEGIN { printf "idle: flusso-pg CPU %.2f%% over 30 s; slot retains %.0f bytes of WAL 30 s after the last write\n", 100 * t / hz / 30, r }'
+fi
 
 exit $failed

@@ -96,7 +96,9 @@ func run(dsn string, rate int, duration time.Duration, command string, first int
 					s = m[2]
 				}
 				id, _ := strconv.ParseInt(string(s), 10, 64)
-				if _, ok := seen[id]; !ok && id != 0 {
+				// The last sighting wins: row k is updated once while measuring,
+				// and its line is the newest for it (backfill lines come before).
+				if id != 0 {
 					seen[id] = now
 				}
 			}
@@ -125,6 +127,7 @@ func run(dsn string, rate int, duration time.Duration, command string, first int
 	const writers = 4
 	n := int(duration.Seconds() * float64(rate))
 	committed := make([]time.Time, n)
+	issued := make([]time.Time, n)
 	interval := time.Second / time.Duration(rate)
 	start := time.Now()
 	errs := make(chan error, writers)
@@ -142,6 +145,7 @@ func run(dsn string, rate int, duration time.Duration, command string, first int
 				if d := time.Until(start.Add(time.Duration(k) * interval)); d > 0 {
 					time.Sleep(d)
 				}
+				issued[k] = time.Now()
 				if _, err := c.Exec(ctx, "UPDATE items SET v = v + 1 WHERE id = $1", first+int64(k)); err != nil {
 					errs <- err
 					return
@@ -160,7 +164,12 @@ func run(dsn string, rate int, duration time.Duration, command string, first int
 	wait := time.Now().Add(30 * time.Second)
 	for time.Now().Before(wait) {
 		mu.Lock()
-		got := len(seen)
+		got := 0
+		for k := 0; k < n; k++ {
+			if t, ok := seen[first+int64(k)]; ok && !t.Before(issued[k]) {
+				got++
+			}
+		}
 		mu.Unlock()
 		if got >= n {
 			break
@@ -173,8 +182,8 @@ func run(dsn string, rate int, duration time.Duration, command string, first int
 	missing := 0
 	for k := 0; k < n; k++ {
 		t, ok := seen[first+int64(k)]
-		if !ok {
-			missing++
+		if !ok || t.Before(issued[k]) {
+			missing++ // no line since the update was sent
 			continue
 		}
 		d := t.Sub(committed[k]).Seconds() * 1000
