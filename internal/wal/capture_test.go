@@ -133,3 +133,25 @@ func TestSlotNames(t *testing.T) {
 		}
 	}
 }
+
+// Confirm brings the next status update forward: the slot follows within a
+// fraction of a second, not a whole status interval later.
+func TestConfirmIsReportedPromptly(t *testing.T) {
+	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t", map[change.Table][]string{tbl("t"): {"id"}})
+	f.cfg.StatusInterval = time.Minute
+	c, st := f.open()
+	r := run(t, c, st, 4)
+	for i := 1; i <= 3; i++ {
+		f.db.Exec(t, `INSERT INTO t VALUES ($1)`, i)
+		txn := r.next(10 * time.Second)
+		txn.Release()
+		confirmed := time.Now()
+		c.Confirm(txn.EndLSN)
+		eventually(t, 3*time.Second, "confirmed_flush_lsn to follow Confirm", func() bool {
+			return f.slotConfirmed() >= txn.EndLSN
+		})
+		if d := time.Since(confirmed); d > 2*time.Second {
+			t.Fatalf("the slot followed Confirm after %s, with a status interval of a minute", d)
+		}
+	}
+}

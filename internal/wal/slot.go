@@ -109,6 +109,10 @@ type Capture struct {
 
 	wm watermark
 
+	// kick, set while a session streams, pulls its next status update
+	// forward after Confirm (see session.kick).
+	kick atomic.Pointer[func()]
+
 	tap func([]byte) // tests: sees every pgoutput message (aliasing the read buffer)
 
 	// statistics, read by tests and metrics

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -31,7 +32,12 @@ var errServerStopping = errors.New("the server is shutting down and waits for co
 // durably written. The slot's confirmed position follows on the next status
 // update; it never moves past lsn while a transaction handed out is
 // unconfirmed.
-func (c *Capture) Confirm(lsn pglogrepl.LSN) { c.wm.confirm(lsn) }
+func (c *Capture) Confirm(lsn pglogrepl.LSN) {
+	c.wm.confirm(lsn)
+	if k := c.kick.Load(); k != nil {
+		(*k)()
+	}
+}
 
 // Reported is the last position sent to the server as flushed.
 func (c *Capture) Reported() pglogrepl.LSN { return pglogrepl.LSN(c.wm.reported.Load()) }
@@ -228,6 +234,7 @@ type session struct {
 	pings []time.Time // recent reply-requested keepalives while something was pending
 	next  time.Time   // when the next status update is due
 	dl    deadline
+	last  atomic.Int64   // unix nanoseconds of the last status update
 	watch sync.WaitGroup // the goroutine that cancels reads when ctx ends
 }
 
@@ -275,6 +282,9 @@ func (s *session) run(ctx context.Context, conn *pgconn.PgConn) (received bool, 
 	}()
 	s.next = time.Now().Add(c.cfg.StatusInterval)
 	s.dl.set(s.next)
+	kick := s.kick
+	c.kick.Store(&kick)
+	defer c.kick.Store(nil)
 	for {
 		raw, err := conn.ReceiveMessage(context.Background())
 		if err != nil {
@@ -407,12 +417,30 @@ func (s *session) emit(ctx context.Context, txn *Txn) error {
 	}
 }
 
+// kickGap is the shortest time between two status updates that Confirm
+// brings forward.
+const kickGap = 100 * time.Millisecond
+
+// kick brings the next status update forward after a Confirm: it is sent
+// at most kickGap after the previous one instead of a whole StatusInterval
+// later, so the slot (and pg_replication_slots) follows the output closely.
+// It only moves the read deadline, which the loop goroutine owns the effect
+// of: the read times out and the loop sends the update.
+func (s *session) kick() {
+	at := time.Unix(0, s.last.Load()).Add(kickGap)
+	if now := time.Now(); at.Before(now) {
+		at = now
+	}
+	s.dl.set(at)
+}
+
 // status sends a standby status update with the watermark as written,
 // flushed and applied — all three set, never 0 — and schedules the next.
 func (s *session) status(reply bool) error {
 	lsn := s.c.wm.position()
 	s.next = time.Now().Add(s.c.cfg.StatusInterval)
 	s.dl.set(s.next)
+	s.last.Store(time.Now().UnixNano())
 	if lsn == 0 {
 		return nil
 	}
