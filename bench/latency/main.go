@@ -35,14 +35,15 @@ func main() {
 	duration := flag.Duration("duration", 20*time.Second, "how long to write")
 	command := flag.String("cmd", "", "consumer command; its stdout is read")
 	first := flag.Int64("first", 1, "first row id to update (row 0 is used to warm up)")
+	warmup := flag.Duration("warmup", 3*time.Second, "commits at the same rate before measuring (connections, caches)")
 	flag.Parse()
-	if err := run(*dsn, *rate, *duration, *command, *first); err != nil {
+	if err := run(*dsn, *rate, *duration, *warmup, *command, *first); err != nil {
 		fmt.Fprintln(os.Stderr, "latency:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dsn string, rate int, duration time.Duration, command string, first int64) error {
+func run(dsn string, rate int, duration, warmup time.Duration, command string, first int64) error {
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
@@ -125,7 +126,8 @@ func run(dsn string, rate int, duration time.Duration, command string, first int
 
 	// Several connections, so the rate does not depend on one commit's round trip.
 	const writers = 4
-	n := int(duration.Seconds() * float64(rate))
+	skip := int(warmup.Seconds() * float64(rate)) // not measured
+	n := skip + int(duration.Seconds()*float64(rate))
 	committed := make([]time.Time, n)
 	issued := make([]time.Time, n)
 	interval := time.Second / time.Duration(rate)
@@ -180,7 +182,7 @@ func run(dsn string, rate int, duration time.Duration, command string, first int
 	defer mu.Unlock()
 	lat := make([]float64, 0, n)
 	missing := 0
-	for k := 0; k < n; k++ {
+	for k := skip; k < n; k++ {
 		t, ok := seen[first+int64(k)]
 		if !ok || t.Before(issued[k]) {
 			missing++ // no line since the update was sent
@@ -197,8 +199,8 @@ func run(dsn string, rate int, duration time.Duration, command string, first int
 	}
 	sort.Float64s(lat)
 	q := func(p float64) float64 { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
-	fmt.Printf("commits %d rate %.0f/s lines %d missing %d p50_ms %.2f p95_ms %.2f p99_ms %.2f max_ms %.2f\n",
-		n, achieved, len(lat), missing, q(0.50), q(0.95), q(0.99), lat[len(lat)-1])
+	fmt.Printf("commits %d (after %d warm-up) rate %.0f/s lines %d missing %d p50_ms %.2f p95_ms %.2f p99_ms %.2f max_ms %.2f\n",
+		n-skip, skip, achieved, len(lat), missing, q(0.50), q(0.95), q(0.99), lat[len(lat)-1])
 	// A histogram: counts per latency bucket (ms).
 	bounds := []float64{0.5, 1, 2, 3, 5, 10, 25, 50, 100, 250, 1000}
 	counts := make([]int, len(bounds)+1)

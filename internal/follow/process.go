@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"go.uber.org/zap"
 
 	"github.com/flusso-pg/flusso-pg/internal/build"
 	"github.com/flusso-pg/flusso-pg/internal/change"
@@ -318,6 +319,10 @@ func (f *Follower) finish(ctx context.Context, g *group, started time.Time) erro
 	}
 	f.metrics.Transactions.Add(float64(g.txns))
 	f.metrics.BuildSeconds.Observe(time.Since(started).Seconds())
+	if ce := f.log.Check(zap.DebugLevel, "group written"); ce != nil {
+		ce.Write(zap.Int("transactions", g.txns), zap.Stringer("end", g.last.EndLSN),
+			zap.Duration("took", time.Since(started)), zap.Duration("waited", started.Sub(g.last.CommitTime)))
+	}
 	if !g.last.CommitTime.IsZero() {
 		f.metrics.LagSeconds.Set(time.Since(g.last.CommitTime).Seconds())
 	}
