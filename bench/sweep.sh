@@ -54,7 +54,7 @@ YAML
 done
 if command -v gnuplot >/dev/null; then
   gnuplot <<GP
-set terminal png size 900,540
+set terminal png size 900,540 noenhanced
 set output "$BENCH_ROOT/docs/img/sweep.png"
 set datafile separator ","
 set logscale x
