@@ -292,8 +292,7 @@ func TestCheckReplicaIdentity(t *testing.T) {
 		t.Errorf("build's finding has index %q, want posts", got.Index)
 	}
 	f.db.Exec(t, "ALTER TABLE comments REPLICA IDENTITY FULL; ALTER TABLE logs REPLICA IDENTITY FULL")
-	r, err = Ensure(context.Background(), f.conn, f.cfg, nil, f.store, f.log)
-	if err != nil {
+	if _, err := Ensure(context.Background(), f.conn, f.cfg, nil, f.store, f.log); err != nil {
 		t.Fatalf("ensure after REPLICA IDENTITY FULL: %v", err)
 	}
 	if !slices.Contains(f.publicationTables(t), "public.comments") {
