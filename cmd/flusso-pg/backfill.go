@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"strings"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
@@ -55,23 +54,12 @@ func runBackfill(ctx context.Context, cfg *config.Config, indexes []string, log 
 	if workers <= 0 {
 		workers = runtime.NumCPU()
 	}
-	pcfg, err := pgxpool.ParseConfig(cfg.Source.DSN)
-	if err != nil {
-		return fmt.Errorf("source.dsn: %w", err)
-	}
 	// One connection per worker, and one to plan with.
-	pcfg.MaxConns = int32(max(workers+1, 2))
-	for k, v := range build.RuntimeParams {
-		pcfg.ConnConfig.RuntimeParams[k] = v
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	pool, err := build.OpenPool(ctx, cfg.Source.DSN, max(workers+1, 2))
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", config.RedactDSN(cfg.Source.DSN), err)
+		return err
 	}
 	defer pool.Close()
-	if err := pool.Ping(ctx); err != nil {
-		return fmt.Errorf("connect to %s: %w", config.RedactDSN(cfg.Source.DSN), err)
-	}
 	plan, problems, err := build.Compile(ctx, pool, cfg)
 	if err != nil {
 		return err

@@ -29,12 +29,8 @@ type Doc struct {
 // RuntimeParams are the session settings document queries run best with.
 // A batch of a few thousand documents costs enough for the planner to JIT
 // compile it, and the compilation (100 ms and more) is paid again on every
-// batch; the queries are index lookups that JIT does not speed up. Set them
-// on the connections that build documents:
-//
-//	for k, v := range build.RuntimeParams {
-//		poolConfig.ConnConfig.RuntimeParams[k] = v
-//	}
+// batch; the queries are index lookups that JIT does not speed up. OpenPool
+// sets them on every connection.
 var RuntimeParams = map[string]string{"jit": "off"}
 
 // maxPairs is how many name/value pairs go into one json_build_object call:

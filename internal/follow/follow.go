@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -92,24 +93,17 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 		}
 	}()
 
-	pc, err := pgxpool.ParseConfig(f.cfg.Source.DSN)
+	// One connection per backfill worker, one to plan with, one for the
+	// slot statistics.
+	workers := f.cfg.Backfill.Workers
+	if workers <= 0 {
+		workers = runtime.NumCPU()
+	}
+	f.pool, err = build.OpenPool(work, f.cfg.Source.DSN, max(workers+2, 4))
 	if err != nil {
-		return fmt.Errorf("source.dsn %s: %w", config.RedactDSN(f.cfg.Source.DSN), err)
-	}
-	for k, v := range build.RuntimeParams {
-		pc.ConnConfig.RuntimeParams[k] = v
-	}
-	if _, ok := pc.ConnConfig.RuntimeParams["application_name"]; !ok {
-		pc.ConnConfig.RuntimeParams["application_name"] = "flusso-pg"
-	}
-	f.pool, err = pgxpool.NewWithConfig(work, pc)
-	if err != nil {
-		return fmt.Errorf("connect to %s: %w", config.RedactDSN(f.cfg.Source.DSN), err)
+		return err
 	}
 	defer f.pool.Close()
-	if err := f.pool.Ping(work); err != nil {
-		return fmt.Errorf("connect to %s: %w", config.RedactDSN(f.cfg.Source.DSN), err)
-	}
 	f.store = state.New(f.cfg.State.Dir, f.cfg.Source.Slot)
 
 	plan, problems, err := build.Compile(work, f.pool, f.cfg)
