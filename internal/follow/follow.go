@@ -207,7 +207,10 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("backfill: %w", err)
 	}
 
-	txns := make(chan *wal.Txn, 256)
+	// Capture hands out transactions in batches (those read together), so
+	// a few batches keep it well ahead; memory stays bounded by the batches'
+	// size (see wal.Capture.Run).
+	txns := make(chan []*wal.Txn, 8)
 	captureCtx, stopCapture := context.WithCancel(gctx)
 	defer stopCapture()
 	g.Go(func() error { return f.capture.Run(captureCtx, txns) })
@@ -227,6 +230,7 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 	f.metrics.SetReady(true)
 	f.log.Info("streaming", zap.String("slot", f.cfg.Source.Slot), zap.Int("indexes", len(f.plan.Indexes)))
 	err = g.Wait()
+	drain(txns)
 	if err != nil && !errors.Is(err, context.Canceled) {
 		f.metrics.SetFailed(err.Error())
 		return err
@@ -236,27 +240,31 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 
 // loop takes committed transactions in commit order, coalescing those that
 // are already waiting (flusso-pg is behind), and writes their documents.
-func (f *Follower) loop(ctx context.Context, stop <-chan struct{}, txns <-chan *wal.Txn) error {
+func (f *Follower) loop(ctx context.Context, stop <-chan struct{}, txns <-chan []*wal.Txn) error {
 	spill := max(f.batch*20, 10000)
 	for {
-		var first *wal.Txn
+		var held []*wal.Txn
 		select {
 		case <-stop:
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
-		case first = <-txns:
+		case held = <-txns:
 		}
 		started := time.Now()
 		// Take what is already waiting (flusso-pg is behind), never wait for more.
-		held := []*wal.Txn{first}
-		rows := first.Rows
+		rows := 0
+		for _, t := range held {
+			rows += t.Rows
+		}
 	gather:
 		for rows < spill {
 			select {
-			case txn := <-txns:
-				held = append(held, txn)
-				rows += txn.Rows
+			case more := <-txns:
+				held = append(held, more...)
+				for _, t := range more {
+					rows += t.Rows
+				}
 			default:
 				break gather
 			}
@@ -281,6 +289,18 @@ func (f *Follower) process(ctx context.Context, txns []*wal.Txn, spill int, star
 		}
 	}
 	return f.finish(ctx, g, started)
+}
+
+// drain releases what capture handed out and nobody took (spill files).
+func drain(txns chan []*wal.Txn) {
+	for {
+		select {
+		case b := <-txns:
+			release(b)
+		default:
+			return
+		}
+	}
 }
 
 func release(txns []*wal.Txn) {

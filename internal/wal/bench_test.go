@@ -111,6 +111,7 @@ func benchCapture(b *testing.B, db *pgtest.DB, slot string, rows int) float64 {
 	defer cancel()
 	var ru0 syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	v0, i0 := ctxSwitches(os.Getpid())
 	began := time.Now()
 	st, err := c.Open(ctx)
 	if err != nil {
@@ -119,27 +120,29 @@ func benchCapture(b *testing.B, db *pgtest.DB, slot string, rows int) float64 {
 	defer c.Close()
 	stop := make(chan struct{})
 	ws := walsenderCPU(db, slot, stop)
-	out := make(chan *Txn, 256)
+	out := make(chan []*Txn, 8)
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx, out) }()
 	got := 0
 	for got < rows {
 		select {
-		case txn := <-out:
-			err := txn.Each(1000, func(rs []change.Row) error {
-				for i := range rs {
-					if rs[i].New[0].Text == "" {
-						return fmt.Errorf("no key")
+		case batch := <-out:
+			for _, txn := range batch {
+				err := txn.Each(1000, func(rs []change.Row) error {
+					for i := range rs {
+						if rs[i].New[0].Text == "" {
+							return fmt.Errorf("no key")
+						}
 					}
+					got += len(rs)
+					return nil
+				})
+				if err != nil {
+					b.Fatal(err)
 				}
-				got += len(rs)
-				return nil
-			})
-			if err != nil {
-				b.Fatal(err)
+				c.Confirm(txn.EndLSN)
+				txn.Release()
 			}
-			c.Confirm(txn.EndLSN)
-			txn.Release()
 		case err := <-done:
 			b.Fatalf("run ended: %v", err)
 		}
@@ -149,7 +152,10 @@ func benchCapture(b *testing.B, db *pgtest.DB, slot string, rows int) float64 {
 	b.Logf("walsender cpu user/sys %v", <-ws)
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	b.Logf("capture: cpu user %v sys %v, wall %v", time.Duration(ru.Utime.Nano()-ru0.Utime.Nano()), time.Duration(ru.Stime.Nano()-ru0.Stime.Nano()), took)
+	v1, i1 := ctxSwitches(os.Getpid())
+	b.Logf("capture: context switches %d voluntary, %d involuntary", v1-v0, i1-i0)
+	b.Logf("capture: cpu user %v sys %v, wall %v; %d socket reads, %d pauses", time.Duration(ru.Utime.Nano()-ru0.Utime.Nano()), time.Duration(ru.Stime.Nano()-ru0.Stime.Nano()), took,
+		c.pace.reads.Load(), c.pace.pauses.Load())
 	cancel()
 	<-done
 	_ = st

@@ -58,7 +58,8 @@ type running struct {
 	t      *testing.T
 	c      *Capture
 	start  *Start
-	out    chan *Txn
+	out    chan []*Txn
+	queue  []*Txn // the rest of the last batch taken from out
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -81,7 +82,7 @@ func (f *fixture) open() (*Capture, *Start) {
 func run(t *testing.T, c *Capture, st *Start, buffer int) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{t: t, c: c, start: st, out: make(chan *Txn, buffer), cancel: cancel, done: make(chan error, 1)}
+	r := &running{t: t, c: c, start: st, out: make(chan []*Txn, buffer), cancel: cancel, done: make(chan error, 1)}
 	c.ReleaseSnapshot()
 	go func() { r.done <- c.Run(ctx, r.out) }()
 	t.Cleanup(func() { r.stop() })
@@ -104,9 +105,13 @@ func (r *running) stop() error {
 // next waits for the next transaction.
 func (r *running) next(within time.Duration) *Txn {
 	r.t.Helper()
-	select {
-	case txn := <-r.out:
+	if txn := r.pop(); txn != nil {
 		return txn
+	}
+	select {
+	case batch := <-r.out:
+		r.queue = batch
+		return r.pop()
 	case err := <-r.done:
 		r.done <- err
 		r.t.Fatalf("Run ended: %v", err)
@@ -119,8 +124,13 @@ func (r *running) next(within time.Duration) *Txn {
 // none asserts that no transaction arrives within d.
 func (r *running) none(d time.Duration) {
 	r.t.Helper()
+	if txn := r.pop(); txn != nil {
+		rows, _ := allRows(txn)
+		r.t.Fatalf("unexpected transaction %d with %d rows: %v", txn.Xid, txn.Rows, rows)
+	}
 	select {
-	case txn := <-r.out:
+	case batch := <-r.out:
+		txn := batch[0]
 		rows, _ := allRows(txn)
 		r.t.Fatalf("unexpected transaction %d with %d rows: %v", txn.Xid, txn.Rows, rows)
 	case err := <-r.done:
@@ -135,8 +145,8 @@ func (r *running) runErr(within time.Duration) error {
 	r.t.Helper()
 	for {
 		select {
-		case txn := <-r.out:
-			txn.Release()
+		case batch := <-r.out:
+			releaseAll(batch)
 		case err := <-r.done:
 			r.done <- err
 			return err
@@ -145,6 +155,16 @@ func (r *running) runErr(within time.Duration) error {
 			return nil
 		}
 	}
+}
+
+// pop takes the next transaction of the batch in hand, or nil.
+func (r *running) pop() *Txn {
+	if len(r.queue) == 0 {
+		return nil
+	}
+	txn := r.queue[0]
+	r.queue = r.queue[1:]
+	return txn
 }
 
 func allRows(txn *Txn) ([]change.Row, error) {

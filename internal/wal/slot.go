@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
 	"strconv"
 	"strings"
@@ -69,6 +70,11 @@ type Config struct {
 	// StatusInterval is the period of standby status updates (default 10s);
 	// keep it well under the server's wal_sender_timeout.
 	StatusInterval time.Duration
+	// Coalesce is how long the reader lets a busy stream pile up in the
+	// socket after draining it, so it is read in a few large reads rather
+	// than one per message (pace.go). Default 1ms; negative turns it off.
+	// It engages only while the stream is busy.
+	Coalesce time.Duration
 	// Store holds the identity record (system id, slot); nil skips the check.
 	Store *state.Store
 	// Resync drops the slot and the identity record in Open, so a fresh slot
@@ -118,6 +124,7 @@ type Capture struct {
 	// statistics, read by tests and metrics
 	reconnects atomic.Int64
 	spills     atomic.Int64
+	pace       paceStats
 }
 
 // New returns a capture for cfg; log gets a component field.
@@ -130,6 +137,9 @@ func New(cfg Config, log *zap.Logger) *Capture {
 	}
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = 10 * time.Second
+	}
+	if cfg.Coalesce == 0 {
+		cfg.Coalesce = time.Millisecond
 	}
 	c := &Capture{cfg: cfg, log: log.With(zap.String("component", "wal")), released: make(chan struct{})}
 	return c
@@ -271,6 +281,15 @@ func (c *Capture) connect(ctx context.Context) (*pgconn.PgConn, error) {
 	pc.RuntimeParams["replication"] = "database"
 	if pc.ConnectTimeout == 0 {
 		pc.ConnectTimeout = 15 * time.Second
+	}
+	// Under TLS, so that coalescing sees the kernel's receive queue.
+	dial := pc.DialFunc
+	pc.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nc, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return newPacedConn(nc, c.cfg.Coalesce, &c.pace), nil
 	}
 	conn, err := pgconn.ConnectConfig(ctx, pc)
 	if err != nil {

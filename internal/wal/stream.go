@@ -50,10 +50,14 @@ func (c *Capture) Spills() int64 { return c.spills.Load() }
 
 // Run streams committed transactions, in commit order, into out until ctx
 // ends (nil error) or a fatal error. It waits for ReleaseSnapshot first.
-// Network errors and server restarts are retried with backoff, resuming
-// from the confirmed position: transactions handed out but not confirmed
-// are delivered again. The receiver owns each Txn and must Release it.
-func (c *Capture) Run(ctx context.Context, out chan<- *Txn) error {
+// Transactions come in batches: those read from the socket together, at
+// most maxBatch or a memory budget's worth, so a busy stream costs one
+// hand-off per read rather than per transaction; a lone commit comes alone
+// and at once. Network errors and server restarts are retried with
+// backoff, resuming from the confirmed position: transactions handed out
+// but not confirmed are delivered again. The receiver owns each Txn and
+// must Release it.
+func (c *Capture) Run(ctx context.Context, out chan<- []*Txn) error {
 	select {
 	case <-c.released:
 	case <-ctx.Done():
@@ -226,16 +230,23 @@ func fatal(err error) bool {
 // reset), and hold the transactions being built.
 type session struct {
 	c   *Capture
-	out chan<- *Txn
+	out chan<- []*Txn
 	dec *decoder
 	asm *assembler
 
 	conn  *pgconn.PgConn
-	pings []time.Time // recent reply-requested keepalives while something was pending
-	next  time.Time   // when the next status update is due
+	pings []time.Time  // recent reply-requested keepalives while something was pending
+	next  time.Time    // when the next status update is due
+	due   atomic.Int64 // unix nanoseconds: next, or earlier after a Confirm (kick)
 	dl    deadline
 	last  atomic.Int64   // unix nanoseconds of the last status update
 	watch sync.WaitGroup // the goroutine that cancels reads when ctx ends
+
+	// committed transactions not yet handed out (see handle)
+	pending    []*Txn
+	pendingMem int64
+	held       atomic.Bool // len(pending) > 0, for pacedConn's goroutine
+	canHold    bool        // the connection can say it is drained without waiting
 }
 
 // pluginArgs are the pgoutput options for a server major version: protocol
@@ -264,6 +275,13 @@ func (s *session) run(ctx context.Context, conn *pgconn.PgConn) (received bool, 
 		return false, fmt.Errorf("start replication: %w", classifyServer(err))
 	}
 	c.log.Debug("streaming", zap.String("slot", c.cfg.Slot), zap.Stringer("from", from))
+	s.canHold = false
+	if p := pacerOf(conn.Conn()); p != nil {
+		s.canHold = p.canHold()
+		p.streaming(true, s.holding)
+		defer p.streaming(false, nil)
+	}
+	defer s.drop()
 
 	// The read deadline wakes the loop for status updates; cancelling ctx
 	// pulls it into the past. Only this goroutine reads and writes conn.
@@ -281,6 +299,7 @@ func (s *session) run(ctx context.Context, conn *pgconn.PgConn) (received bool, 
 		s.watch.Wait()
 	}()
 	s.next = time.Now().Add(c.cfg.StatusInterval)
+	s.due.Store(s.next.UnixNano())
 	s.dl.set(s.next)
 	kick := s.kick
 	c.kick.Store(&kick)
@@ -291,12 +310,24 @@ func (s *session) run(ctx context.Context, conn *pgconn.PgConn) (received bool, 
 			if !isTimeout(err) {
 				return received, classifyServer(err)
 			}
+			// The socket is drained (transactions are waiting), a status
+			// update is due, or ctx ended.
+			if err := s.flush(ctx); err != nil {
+				if ctx.Err() != nil {
+					s.finish()
+				}
+				return received, err
+			}
 			if ctx.Err() != nil {
 				s.finish()
 				return received, ctx.Err()
 			}
-			if err := s.status(false); err != nil {
-				return received, err
+			if due := time.Unix(0, s.due.Load()); time.Now().Add(time.Millisecond).After(due) {
+				if err := s.status(false); err != nil {
+					return received, err
+				}
+			} else if !errors.Is(err, errWouldBlock) {
+				s.dl.set(due) // a deadline that is not ours: put ours back
 			}
 			continue
 		}
@@ -386,34 +417,77 @@ func (s *session) handle(ctx context.Context, data []byte) error {
 		s.c.wm.idle(txn.EndLSN, s.asm.open())
 		return nil
 	}
-	return s.emit(ctx, txn)
+	// Committed transactions are held until the socket is drained, and
+	// handed out together: one hand-off (one wake-up of the consumer) per
+	// read of the socket rather than per transaction.
+	s.c.wm.hand(txn.EndLSN)
+	s.pending = append(s.pending, txn)
+	s.pendingMem += txn.buf.mem
+	s.held.Store(true)
+	if !s.canHold || len(s.pending) >= maxBatch || s.pendingMem >= s.c.cfg.MemoryBudget {
+		return s.flush(ctx)
+	}
+	return nil
 }
 
-// emit hands txn to the consumer. While the consumer is busy, status updates
-// keep going out so the walsender does not time out.
-func (s *session) emit(ctx context.Context, txn *Txn) error {
-	s.c.wm.hand(txn.EndLSN)
+// maxBatch bounds the transactions handed out together.
+const maxBatch = 1024
+
+// holding reports whether committed transactions wait to be handed out
+// (pacedConn then returns errWouldBlock rather than wait for data).
+func (s *session) holding() bool { return s.held.Load() }
+
+// flush hands the held transactions to the consumer.
+func (s *session) flush(ctx context.Context) error {
+	if len(s.pending) == 0 {
+		return nil
+	}
+	batch := s.pending
+	s.pending, s.pendingMem = nil, 0
+	s.held.Store(false)
+	return s.emit(ctx, batch)
+}
+
+// drop releases transactions never handed out (the stream ended; they are
+// unconfirmed, so the server sends them again).
+func (s *session) drop() {
+	for _, t := range s.pending {
+		t.Release()
+	}
+	s.pending, s.pendingMem = nil, 0
+	s.held.Store(false)
+}
+
+// emit hands a batch to the consumer. While the consumer is busy, status
+// updates keep going out so the walsender does not time out.
+func (s *session) emit(ctx context.Context, batch []*Txn) error {
 	select {
-	case s.out <- txn:
+	case s.out <- batch:
 		return nil
 	default:
 	}
 	for {
 		t := time.NewTimer(time.Until(s.next))
 		select {
-		case s.out <- txn:
+		case s.out <- batch:
 			t.Stop()
 			return nil
 		case <-t.C:
 			if err := s.status(false); err != nil {
-				txn.Release()
+				releaseAll(batch)
 				return err
 			}
 		case <-ctx.Done():
 			t.Stop()
-			txn.Release()
+			releaseAll(batch)
 			return ctx.Err()
 		}
+	}
+}
+
+func releaseAll(batch []*Txn) {
+	for _, t := range batch {
+		t.Release()
 	}
 }
 
@@ -431,7 +505,16 @@ func (s *session) kick() {
 	if now := time.Now(); at.Before(now) {
 		at = now
 	}
-	s.dl.set(at)
+	for {
+		due := s.due.Load()
+		if at.UnixNano() >= due {
+			return // as early already
+		}
+		if s.due.CompareAndSwap(due, at.UnixNano()) {
+			break
+		}
+	}
+	s.dl.earlier(at)
 }
 
 // status sends a standby status update with the watermark as written,
@@ -439,6 +522,7 @@ func (s *session) kick() {
 func (s *session) status(reply bool) error {
 	lsn := s.c.wm.position()
 	s.next = time.Now().Add(s.c.cfg.StatusInterval)
+	s.due.Store(s.next.UnixNano())
 	s.dl.set(s.next)
 	s.last.Store(time.Now().UnixNano())
 	if lsn == 0 {
@@ -509,12 +593,25 @@ type deadline struct {
 	mu        sync.Mutex
 	nc        net.Conn
 	cancelled bool
+	at        time.Time // the deadline set
 }
 
 func (d *deadline) set(t time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.nc != nil && !d.cancelled {
+		d.at = t
+		d.nc.SetReadDeadline(t)
+	}
+}
+
+// earlier moves the deadline to t only when t comes first: Confirm calls it
+// for every transaction, and most calls would set what is already set.
+func (d *deadline) earlier(t time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.nc != nil && !d.cancelled && t.Before(d.at) {
+		d.at = t
 		d.nc.SetReadDeadline(t)
 	}
 }
