@@ -69,6 +69,9 @@ type Capture struct {
 	MemoryBudget int64
 	// StatusInterval is the period of standby status updates.
 	StatusInterval time.Duration
+	// Coalesce is how long the reader of a busy replication stream lets
+	// data pile up after draining the socket; 0 turns it off.
+	Coalesce time.Duration
 	// BatchSize is the number of documents built by one query while following.
 	BatchSize int
 }
@@ -199,6 +202,7 @@ const (
 	DefaultBatchSize      = 500
 	DefaultMemoryBudget   = 32 << 20
 	DefaultStatusInterval = 10 * time.Second
+	DefaultCoalesce       = time.Millisecond
 )
 
 var slotName = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)

@@ -45,6 +45,7 @@ var scalarKeys = map[string]any{
 	"backfill.batch_size":     DefaultBatchSize,
 	"capture.memory_budget":   "32MiB",
 	"capture.status_interval": "10s",
+	"capture.coalesce":        "1ms",
 	"capture.batch_size":      DefaultBatchSize,
 }
 
@@ -233,6 +234,11 @@ func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string)
 		errs = append(errs, fmt.Sprintf("%s: %q is not a positive duration such as 10s", name("capture.status_interval"), v.GetString("capture.status_interval")))
 	} else {
 		cfg.Capture.StatusInterval = dur
+	}
+	if dur, err := time.ParseDuration(strings.TrimSpace(v.GetString("capture.coalesce"))); err != nil || dur < 0 || dur > time.Second {
+		errs = append(errs, fmt.Sprintf("%s: %q is not a duration from 0 (off) to 1s, such as 1ms", name("capture.coalesce"), v.GetString("capture.coalesce")))
+	} else {
+		cfg.Capture.Coalesce = dur
 	}
 	if len(errs) > 0 {
 		return nil, errors.New(strings.Join(errs, "\n"))

@@ -32,7 +32,7 @@ func TestDefaults(t *testing.T) {
 		State:    State{Dir: DefaultStateDir},
 		Log:      Log{Level: "info", Format: "console"},
 		Backfill: Backfill{Workers: 0, BatchSize: DefaultBatchSize},
-		Capture:  Capture{MemoryBudget: DefaultMemoryBudget, StatusInterval: DefaultStatusInterval, BatchSize: DefaultBatchSize},
+		Capture:  Capture{MemoryBudget: DefaultMemoryBudget, StatusInterval: DefaultStatusInterval, Coalesce: DefaultCoalesce, BatchSize: DefaultBatchSize},
 	}
 	cfg.Indexes = nil
 	if !reflect.DeepEqual(*cfg, want) {
@@ -60,6 +60,7 @@ backfill:
 capture:
   memory_budget: 64MiB
   status_interval: 2s
+  coalesce: 500us
   batch_size: 250
 ` + validIndex))
 	if err != nil {
@@ -72,7 +73,7 @@ capture:
 		State:    State{Dir: "/var/lib/flusso-pg"},
 		Log:      Log{Level: "debug", Format: "json"},
 		Backfill: Backfill{Workers: 4, BatchSize: 1000},
-		Capture:  Capture{MemoryBudget: 64 << 20, StatusInterval: 2 * time.Second, BatchSize: 250},
+		Capture:  Capture{MemoryBudget: 64 << 20, StatusInterval: 2 * time.Second, Coalesce: 500 * time.Microsecond, BatchSize: 250},
 	}
 	if !reflect.DeepEqual(*cfg, want) {
 		t.Errorf("\n got %+v\nwant %+v", *cfg, want)

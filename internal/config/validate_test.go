@@ -541,6 +541,11 @@ indexes:
 			want: []string{`capture.status_interval: "10" is not a positive duration such as 10s`},
 		},
 		{
+			name: "bad coalesce",
+			yaml: "capture:\n  coalesce: 5s\n" + validIndex,
+			want: []string{`capture.coalesce: "5s" is not a duration from 0 (off) to 1s, such as 1ms`},
+		},
+		{
 			name: "bad worker count",
 			yaml: "backfill:\n  workers: many\n" + validIndex,
 			want: []string{`backfill.workers: "many" is not a non-negative whole number`},

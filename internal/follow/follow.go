@@ -137,6 +137,7 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 		MemoryBudget:   f.cfg.Capture.MemoryBudget,
 		TempDir:        os.TempDir(),
 		StatusInterval: f.cfg.Capture.StatusInterval,
+		Coalesce:       coalesce(f.cfg.Capture.Coalesce),
 		Store:          f.store,
 		Resync:         f.opts.Resync,
 		OnReconnect:    func() { f.metrics.Reconnects.Inc() },
@@ -289,6 +290,15 @@ func (f *Follower) process(ctx context.Context, txns []*wal.Txn, spill int, star
 		}
 	}
 	return f.finish(ctx, g, started)
+}
+
+// coalesce maps the config's coalesce (0 is off) to wal.Config's (0 is
+// the default, negative is off).
+func coalesce(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // drain releases what capture handed out and nobody took (spill files).

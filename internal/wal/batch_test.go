@@ -102,3 +102,21 @@ func TestCaptureLoneCommitsComeAlone(t *testing.T) {
 		t.Fatalf("%d read pauses on a stream of one commit every 40 ms, want none", p)
 	}
 }
+
+// Coalesce < 0 turns the pauses off; transactions read together are still
+// handed out together.
+func TestCaptureCoalesceOff(t *testing.T) {
+	const n = 3000
+	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY, n int)`, "t", map[change.Table][]string{tbl("t"): {"id"}})
+	f.cfg.Coalesce = -1
+	c, st := f.open()
+	f.db.Exec(t, fmt.Sprintf(`DO $$ BEGIN FOR i IN 1..%d LOOP INSERT INTO t VALUES (i, 0); COMMIT; END LOOP; END $$`, n))
+	r := run(t, c, st, 2)
+	sizes := batches(t, r, n, 60*time.Second)
+	if p := c.pace.pauses.Load(); p != 0 {
+		t.Fatalf("%d pauses with coalescing off", p)
+	}
+	if len(sizes) > n/4 {
+		t.Fatalf("%d transactions came in %d batches, want them grouped", n, len(sizes))
+	}
+}
