@@ -69,10 +69,13 @@ func run(dsn string, rate int, duration, warmup time.Duration, command string, f
 	var mu sync.Mutex
 	seen := map[int64]time.Time{}
 	warm := make(chan struct{}, 1)
-	// The warm-up update writes this value into row 0: its line, and not a
-	// backfill line, tells that the consumer is streaming.
-	marker := []byte(strconv.Itoa(-1 - int(time.Now().UnixNano()%1_000_000_000)))
-	counting := false
+	// Marker updates write a value into row 0 until a line carries it. The
+	// first marker can be in a backfill (committed before the consumer's
+	// slot, while it starts); a second one, written after the first line
+	// came, can only come through the stream: then the consumer streams.
+	base := -1 - int(time.Now().UnixNano()%1_000_000_000)
+	marker := func(i int) []byte { return []byte(strconv.Itoa(base - 1000*i)) }
+	want := marker(0) // under mu; nil once streaming
 	go func() {
 		sc := bufio.NewScanner(out)
 		sc.Buffer(make([]byte, 1<<20), 64<<20)
@@ -80,9 +83,9 @@ func run(dsn string, rate int, duration, warmup time.Duration, command string, f
 			now := time.Now()
 			line := sc.Bytes()
 			mu.Lock()
-			if !counting {
-				if bytes.Contains(line, marker) {
-					counting = true
+			if want != nil {
+				if bytes.Contains(line, want) {
+					want = nil
 					select {
 					case warm <- struct{}{}:
 					default:
@@ -107,21 +110,28 @@ func run(dsn string, rate int, duration, warmup time.Duration, command string, f
 		}
 	}()
 
-	// Warm up: the consumer is streaming once the update of row 0 comes through.
+	// Warm up: the consumer is streaming once a second marker comes through.
 	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		if _, err := conn.Exec(ctx, "UPDATE items SET v = $1 WHERE id = 0", string(marker)); err != nil {
-			return err
+	for round := 0; round < 2; round++ {
+		if round == 1 {
+			mu.Lock()
+			want = marker(1)
+			mu.Unlock()
 		}
-		select {
-		case <-warm:
-		case <-time.After(500 * time.Millisecond):
-			if time.Now().After(deadline) {
-				return fmt.Errorf("the consumer did not stream within 5 minutes")
+		for {
+			if _, err := conn.Exec(ctx, "UPDATE items SET v = $1 WHERE id = 0", string(marker(round))); err != nil {
+				return err
 			}
-			continue
+			select {
+			case <-warm:
+			case <-time.After(500 * time.Millisecond):
+				if time.Now().After(deadline) {
+					return fmt.Errorf("the consumer did not stream within 5 minutes")
+				}
+				continue
+			}
+			break
 		}
-		break
 	}
 
 	// Several connections, so the rate does not depend on one commit's round trip.

@@ -211,7 +211,7 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 	// Capture hands out transactions in batches (those read together), so
 	// a few batches keep it well ahead; memory stays bounded by the batches'
 	// size (see wal.Capture.Run).
-	txns := make(chan []*wal.Txn, 8)
+	txns := make(chan []*wal.Txn, 4)
 	captureCtx, stopCapture := context.WithCancel(gctx)
 	defer stopCapture()
 	g.Go(func() error { return f.capture.Run(captureCtx, txns) })

@@ -431,7 +431,7 @@ func (s *session) handle(ctx context.Context, data []byte) error {
 }
 
 // maxBatch bounds the transactions handed out together.
-const maxBatch = 1024
+const maxBatch = 256
 
 // holding reports whether committed transactions wait to be handed out
 // (pacedConn then returns errWouldBlock rather than wait for data).
