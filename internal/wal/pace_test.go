@@ -186,7 +186,7 @@ func TestPauseWaitsThroughSmallWrites(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("SO_RCVLOWAT pauses are Linux-only; elsewhere a pause is a sleep")
 	}
-	const pause = 300 * time.Millisecond
+	const pause = time.Second
 	c, srv := tcpPair(t, pause)
 	pacing(c)
 	srv.Write([]byte("early")) // before the pause: marks the socket readable
