@@ -87,6 +87,15 @@
 // temporary file beyond the memory budget, so memory stays bounded for a
 // transaction of any size.
 //
+// # Reading the socket (pace.go)
+//
+// The walsender sends each message with its own send(). Committed
+// transactions are handed out in batches, once the socket is drained, and
+// while the stream is busy the reader pauses briefly after draining it
+// (SO_RCVLOWAT and a deadline on Linux), so it reads what piled up in a few
+// large reads: per-message wake-ups are what cost the walsender, the real
+// bottleneck, most of its CPU. A quiet stream is never paused.
+//
 // # Progress (watermark.go)
 //
 // Status updates report one position as written, flushed and applied: the
