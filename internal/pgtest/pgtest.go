@@ -24,8 +24,15 @@ package pgtest
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -96,6 +103,9 @@ func Shared(t testing.TB) *Cluster {
 type Options struct {
 	// Settings are extra postgresql.conf lines, such as "wal_level = replica".
 	Settings []string
+	// SSL turns on TLS with a self-signed certificate (DSNs then take
+	// sslmode=require).
+	SSL bool
 }
 
 // Start initialises and starts a new cluster. Callers own it and must Stop it.
@@ -140,6 +150,12 @@ func Start(opts Options) (*Cluster, error) {
 		"wal_sender_timeout = 60s",
 		"logical_decoding_work_mem = 64kB",
 		"log_min_messages = warning",
+	}
+	if opts.SSL {
+		if err := c.writeCertificate(); err != nil {
+			return nil, fmt.Errorf("ssl certificate: %w", err)
+		}
+		conf = append(conf, "ssl = on")
 	}
 	conf = append(conf, opts.Settings...)
 	f, err := os.OpenFile(filepath.Join(c.DataDir, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
@@ -253,6 +269,49 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// writeCertificate puts a self-signed server.crt and server.key (the
+// defaults of ssl_cert_file and ssl_key_file) in the data directory, owned
+// by the server's user, the key readable by it alone as Postgres requires.
+func (c *Cluster) writeCertificate() error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	files := map[string][]byte{
+		"server.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		"server.key": pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
+	}
+	for name, data := range files {
+		path := filepath.Join(c.DataDir, name)
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			return err
+		}
+		if c.runAs != nil {
+			if err := chownToRunAs(path, c.runAs); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func chownToRunAs(dir string, u *user.User) error {

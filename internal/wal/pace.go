@@ -210,7 +210,7 @@ func (c *pacedConn) Read(p []byte) (int, error) {
 		c.gathered = 0
 		if c.lowat {
 			if err = c.pauseWait(); err != nil {
-				c.pacing, c.drained, c.inWindow = false, false, 0
+				c.failed(err)
 				return 0, err
 			}
 		} else {
@@ -223,9 +223,7 @@ func (c *pacedConn) Read(p []byte) (int, error) {
 	c.stats.reads.Add(1)
 	c.gathered += n
 	if err != nil {
-		// A timeout (the loop's status deadline) or a broken connection:
-		// the stream is not busy.
-		c.pacing, c.drained, c.inWindow = false, false, 0
+		c.failed(err)
 		return n, err
 	}
 	c.drained = n < len(p)
@@ -246,6 +244,15 @@ func (c *pacedConn) Read(p []byte) (int, error) {
 		c.pacing = true
 	}
 	return n, nil
+}
+
+// failed forgets the stream's state after a broken read. A timeout (the
+// loop's status update is due, or a Confirm brought it forward) says
+// nothing about the stream: the state stays.
+func (c *pacedConn) failed(err error) {
+	if !isTimeout(err) {
+		c.pacing, c.drained, c.inWindow = false, false, 0
+	}
 }
 
 // pauseWait waits, with the low-water mark raised, until lowWater bytes
