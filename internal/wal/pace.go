@@ -210,6 +210,9 @@ func (c *pacedConn) Read(p []byte) (int, error) {
 		c.gathered = 0
 		if c.lowat {
 			if err = c.pauseWait(); err != nil {
+				// Cut short by the caller's deadline: what piled up is read
+				// next, without a second pause.
+				c.drained = false
 				c.failed(err)
 				return 0, err
 			}

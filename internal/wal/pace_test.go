@@ -174,21 +174,24 @@ func TestPaceHoldDoesNotWait(t *testing.T) {
 	}
 }
 
-// pacing puts a pacedConn straight into the pausing state.
-func pacing(c *pacedConn) {
+// pausing is a loopback pair whose client side is already pausing, as on
+// a busy stream.
+func pausing(t *testing.T, pause time.Duration) (*pacedConn, net.Conn) {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		t.Skip("SO_RCVLOWAT pauses are Linux-only; elsewhere a pause is a sleep")
+	}
+	c, srv := tcpPair(t, pause)
 	c.streaming(true, nil)
 	c.pacing, c.drained = true, true
+	return c, srv
 }
 
 // A pause on Linux TCP is not cut short by a little data: the reader waits
 // the whole pause (nobody is woken), then reads what came.
 func TestPauseWaitsThroughSmallWrites(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("SO_RCVLOWAT pauses are Linux-only; elsewhere a pause is a sleep")
-	}
 	const pause = time.Second
-	c, srv := tcpPair(t, pause)
-	pacing(c)
+	c, srv := pausing(t, pause)
 	srv.Write([]byte("early")) // before the pause: marks the socket readable
 	time.Sleep(20 * time.Millisecond)
 	began := time.Now()
@@ -215,12 +218,8 @@ func TestPauseWaitsThroughSmallWrites(t *testing.T) {
 
 // A pause ends early once lowWater bytes are queued.
 func TestPauseEndsAtTheLowWaterMark(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("SO_RCVLOWAT pauses are Linux-only; elsewhere a pause is a sleep")
-	}
 	const pause = 10 * time.Second
-	c, srv := tcpPair(t, pause)
-	pacing(c)
+	c, srv := pausing(t, pause)
 	go func() {
 		time.Sleep(50 * time.Millisecond)
 		srv.Write(bytes.Repeat([]byte{'z'}, 2*lowWater))
@@ -239,12 +238,8 @@ func TestPauseEndsAtTheLowWaterMark(t *testing.T) {
 // The caller's read deadline (a status update due, or a stop) ends a pause;
 // the data stays for the next read.
 func TestPauseYieldsToTheCallersDeadline(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("SO_RCVLOWAT pauses are Linux-only; elsewhere a pause is a sleep")
-	}
 	const pause = 10 * time.Second
-	c, srv := tcpPair(t, pause)
-	pacing(c)
+	c, srv := pausing(t, pause)
 	srv.Write([]byte("kept"))
 	c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 	began := time.Now()
@@ -257,8 +252,12 @@ func TestPauseYieldsToTheCallersDeadline(t *testing.T) {
 		t.Fatalf("the caller's deadline ended the pause after %v", took)
 	}
 	c.SetReadDeadline(time.Time{})
+	began = time.Now()
 	n, err := c.Read(buf)
 	if err != nil || string(buf[:n]) != "kept" {
 		t.Fatalf("after the timeout Read gave %q, %v; want the queued data", buf[:n], err)
+	}
+	if took := time.Since(began); took > pause/2 {
+		t.Fatalf("the read after a cut-short pause paused again (%v)", took)
 	}
 }
