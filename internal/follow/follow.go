@@ -143,6 +143,7 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 		OnReconnect:    func() { f.metrics.Reconnects.Inc() },
 	}, f.log)
 	defer f.capture.Close()
+	f.metrics.WatchCapture(f.capture)
 	start, err := f.capture.Open(work)
 	if err != nil {
 		return err

@@ -220,7 +220,8 @@ func TestFollowListenServesHealthAndMetrics(t *testing.T) {
 	resp.Body.Close()
 	for _, want := range []string{"flusso_confirmed_lsn", "flusso_documents_total{index=\"posts\",op=\"upsert\"}",
 		"flusso_build_duration_seconds_bucket", "flusso_slot_retained_wal_bytes", "flusso_replication_lag_bytes",
-		"flusso_backfill_rows{index=\"posts\"} 20", "flusso_reconnects_total"} {
+		"flusso_backfill_rows{index=\"posts\"} 20", "flusso_reconnects_total",
+		"flusso_capture_spilled_transactions_total 0", "flusso_capture_socket_reads_total", "flusso_capture_read_pauses_total"} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

@@ -70,6 +70,28 @@ func New() *Metrics {
 	return m
 }
 
+// CaptureStats is what the capture counts (wal.Capture has these methods).
+type CaptureStats interface {
+	Spills() int64
+	SocketReads() int64
+	ReadPauses() int64
+}
+
+// WatchCapture exports the capture's counters.
+func (m *Metrics) WatchCapture(c CaptureStats) {
+	m.Registry.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flusso_capture_spilled_transactions_total",
+			Help: "Transactions whose changes outgrew capture.memory_budget and went to a temporary file."},
+			func() float64 { return float64(c.Spills()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flusso_capture_socket_reads_total",
+			Help: "Reads of the replication socket while streaming."},
+			func() float64 { return float64(c.SocketReads()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flusso_capture_read_pauses_total",
+			Help: "Pauses of capture.coalesce taken while the stream was busy, so that data piles up and is read in fewer reads."},
+			func() float64 { return float64(c.ReadPauses()) }),
+	)
+}
+
 // SetReady marks the process ready: backfill done, streaming.
 func (m *Metrics) SetReady(ready bool) { m.ready.Store(ready) }
 

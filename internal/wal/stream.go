@@ -48,6 +48,12 @@ func (c *Capture) Reconnects() int64 { return c.reconnects.Load() }
 // Spills counts the transactions whose rows went to a temporary file.
 func (c *Capture) Spills() int64 { return c.spills.Load() }
 
+// SocketReads counts the reads of the replication socket while streaming.
+func (c *Capture) SocketReads() int64 { return c.pace.reads.Load() }
+
+// ReadPauses counts the coalescing pauses taken (see pace.go).
+func (c *Capture) ReadPauses() int64 { return c.pace.pauses.Load() }
+
 // Run streams committed transactions, in commit order, into out until ctx
 // ends (nil error) or a fatal error. It waits for ReleaseSnapshot first.
 // Transactions come in batches: those read from the socket together, at
