@@ -200,7 +200,7 @@ const (
 	DefaultPublication    = "flusso"
 	DefaultStateDir       = ".flusso-state"
 	DefaultBatchSize      = 500
-	DefaultMemoryBudget   = 32 << 20
+	DefaultMemoryBudget   = 8 << 20
 	DefaultStatusInterval = 10 * time.Second
 	DefaultCoalesce       = time.Millisecond
 )

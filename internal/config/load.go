@@ -43,7 +43,7 @@ var scalarKeys = map[string]any{
 	"log.format":              "console",
 	"backfill.workers":        0,
 	"backfill.batch_size":     DefaultBatchSize,
-	"capture.memory_budget":   "32MiB",
+	"capture.memory_budget":   "8MiB",
 	"capture.status_interval": "10s",
 	"capture.coalesce":        "1ms",
 	"capture.batch_size":      DefaultBatchSize,

@@ -1,6 +1,8 @@
 package follow_test
 
 import (
+	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -10,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/flusso-pg/flusso-pg/internal/pgtest"
 )
 
 // One change that affects 100k documents (renaming a tag every post has) is
@@ -177,4 +181,54 @@ func alive(pid int) bool {
 	}
 	f := strings.Fields(string(data))
 	return len(f) > 2 && f[2] != "Z"
+}
+
+// A transaction of a million rows goes through the daemon, with its
+// default settings, in bounded memory: capture spills it to a temporary
+// file beyond capture.memory_budget and the documents come out right.
+func TestFollowMillionRowTransactionInBoundedMemory(t *testing.T) {
+	const rows, parents = 1_000_000, 10
+	db := pgtest.NewDB(t)
+	db.Exec(t, fmt.Sprintf(`CREATE TABLE parents (id int PRIMARY KEY, name text);
+		CREATE TABLE children (id bigint PRIMARY KEY, parent_id int NOT NULL REFERENCES parents, note text);
+		ALTER TABLE children REPLICA IDENTITY FULL;
+		INSERT INTO parents SELECT g, 'p' || g FROM generate_series(1, %d) g;`, parents))
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "flusso.yaml")
+	yaml := fmt.Sprintf(`source: {dsn: %q, slot: %s, publication: pub_%s}
+state: {dir: %s}
+indexes:
+  - name: parents
+    table: public.parents
+    aggregates:
+      - {name: children, table: public.children, join: {id: parent_id}, fn: count}
+`, db.DSN, db.Name, db.Name, filepath.Join(dir, "state"))
+	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out.ndjson")
+	p := start(t, out, "follow", "--config", cfg)
+	waitEvery(t, time.Minute, 200*time.Millisecond, func() bool { return countLines(t, out) >= parents })
+	began := time.Now()
+	db.Exec(t, fmt.Sprintf(`INSERT INTO children SELECT g, 1 + g %% %d, 'a note about child ' || g FROM generate_series(1, %d) g`, parents, rows))
+	want := strconv.Itoa(rows / parents)
+	waitEvery(t, 3*time.Minute, time.Second, func() bool {
+		docs := fold(t, out)
+		for id := 1; id <= parents; id++ {
+			d, _ := docs[strconv.Itoa(id)].(map[string]any)
+			if n, _ := d["children"].(json.Number); n.String() != want {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("a %d-row transaction streamed in %s", rows, time.Since(began))
+	hwm := peakRSS(t, p.cmd.Process.Pid)
+	t.Logf("peak RSS %d MiB", hwm>>20)
+	if hwm > 64<<20 {
+		t.Fatalf("peak RSS %d MiB with a %d-row transaction, want under 64 MiB", hwm>>20, rows)
+	}
+	if code := p.stop(t, syscall.SIGTERM, 15*time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
 }

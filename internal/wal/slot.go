@@ -64,7 +64,7 @@ type Config struct {
 	// Changes of other tables are dropped.
 	Tables map[change.Table][]string
 	// MemoryBudget bounds the bytes one transaction's rows take in memory
-	// before they spill to a file in TempDir (default 32 MiB).
+	// before they spill to a file in TempDir (default 8 MiB).
 	MemoryBudget int64
 	TempDir      string // "" is os.TempDir()
 	// StatusInterval is the period of standby status updates (default 10s);
@@ -133,7 +133,7 @@ func New(cfg Config, log *zap.Logger) *Capture {
 		log = zap.NewNop()
 	}
 	if cfg.MemoryBudget <= 0 {
-		cfg.MemoryBudget = 32 << 20
+		cfg.MemoryBudget = 8 << 20
 	}
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = 10 * time.Second
