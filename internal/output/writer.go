@@ -66,13 +66,26 @@ func NewWriter(f *os.File, own bool) (*Writer, error) {
 	return w, nil
 }
 
+// trimPartialLine cuts f back to its last newline. A file opened write-only
+// — stdout redirected with the shell's >> — is read through a second,
+// read-only descriptor of the same file (/proc/self/fd on Linux); when that
+// is impossible too, the file is left as it is.
 func trimPartialLine(f *os.File, size int64) error {
 	if size == 0 {
 		return nil
 	}
+	var r io.ReaderAt = f
 	last := make([]byte, 1)
 	if _, err := f.ReadAt(last, size-1); err != nil {
-		return nil // not readable (opened write-only): leave it
+		rf, oerr := os.Open(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+		if oerr != nil {
+			return nil
+		}
+		defer rf.Close()
+		if _, err := rf.ReadAt(last, size-1); err != nil {
+			return nil
+		}
+		r = rf
 	}
 	if last[0] == '\n' {
 		return nil
@@ -83,7 +96,7 @@ func trimPartialLine(f *os.File, size int64) error {
 	for end > 0 {
 		start := max(end-block, 0)
 		chunk := make([]byte, end-start)
-		if _, err := f.ReadAt(chunk, start); err != nil && !errors.Is(err, io.EOF) {
+		if _, err := r.ReadAt(chunk, start); err != nil && !errors.Is(err, io.EOF) {
 			return fmt.Errorf("read output tail: %w", err)
 		}
 		if i := bytes.LastIndexByte(chunk, '\n'); i >= 0 {

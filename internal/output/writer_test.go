@@ -24,6 +24,29 @@ func TestOpenCutsAPartialLastLine(t *testing.T) {
 	}
 }
 
+// stdout redirected with >> is opened write-only: the partial line is cut
+// all the same.
+func TestNewWriterCutsAPartialLastLineOfAWriteOnlyFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "out.ndjson")
+	os.WriteFile(path, []byte("{\"a\":1}\n{\"a\":"), 0o644)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w, err := NewWriter(f, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteSync([]byte("{\"a\":3}\n")); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(path)
+	if want := "{\"a\":1}\n{\"a\":3}\n"; string(got) != want {
+		t.Fatalf("file = %q, want %q", got, want)
+	}
+}
+
 func TestWriterOnlyWritesWholeBatches(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "out.ndjson")
 	w, err := Open(path)
