@@ -182,7 +182,9 @@ func TestCaptureOverTLS(t *testing.T) {
 	// A live stream read as fast as it comes: pauses may engage (how often
 	// depends on the machine); every transaction must still arrive, in order.
 	go func() {
-		db.Pool.Exec(context.Background(), fmt.Sprintf(`DO $$ BEGIN FOR i IN %d..%d LOOP INSERT INTO t VALUES (i, 0); COMMIT; END LOOP; END $$`, backlog+1, backlog+live))
+		if _, err := db.Pool.Exec(context.Background(), fmt.Sprintf(`DO $$ BEGIN FOR i IN %d..%d LOOP INSERT INTO t VALUES (i, 0); COMMIT; END LOOP; END $$`, backlog+1, backlog+live)); err != nil {
+			t.Errorf("live stream: %v", err)
+		}
 	}()
 	more := batchesFrom(t, r, backlog+1, live, 2*time.Minute)
 	t.Logf("TLS: backlog in %d batches, live stream in %d; %d socket reads, %d pauses", len(sizes), len(more), c.pace.reads.Load(), c.pace.pauses.Load())

@@ -32,9 +32,10 @@ import (
 // A plain sleep is not enough: Go's network poller watches the socket all
 // the time, and each segment that arrives during the sleep wakes one of the
 // process's threads (edge-triggered epoll), which costs about as much as
-// the read it saved. On TCP the pause is instead a read with SO_RCVLOWAT
-// raised and a deadline at the end of the pause: the kernel wakes nobody
-// until that much data is queued or the deadline passes.
+// the read it saved. On Linux TCP the pause is instead a wait for
+// readability with SO_RCVLOWAT raised and a deadline at the end of the
+// pause: the kernel wakes nobody until that much data is queued or the
+// deadline passes. Elsewhere (Unix sockets, other systems) it is a sleep.
 const (
 	// engageWindow and engageReads: that many drained reads within the
 	// window mean a busy stream (8 000 reads a second): pausing turns on.
