@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/flusso-pg/flusso-pg/internal/fault"
 	"net"
 	"regexp"
 	"strconv"
@@ -82,6 +83,10 @@ type Config struct {
 	Resync bool
 	// OnReconnect, when set, is called each time Run reconnects.
 	OnReconnect func()
+	// Health, when set, is where the capture reports its outages (a lost
+	// connection being retried) and its waits (the slot in use by another
+	// client), for /readyz and the metrics. nil reports nowhere.
+	Health *fault.Health
 }
 
 // Start is what Open found or made.
