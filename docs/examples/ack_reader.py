@@ -9,13 +9,17 @@ flusso-pg confirms its replication slot only up to the LSNs this reader writes
 back, so a crash of the reader after reading but before indexing loses nothing:
 flusso-pg delivers those lines again on its next start.
 
+It may open the ack FIFO before reading a line: flusso-pg opens its end at
+start, beside the backfill, so neither side waits for the other.
+
 The rules this reader follows:
   * lines arrive in non-decreasing "lsn" order;
-  * the last line of every batch flusso-pg flushes carries "ack": true;
-  * write back an LSN only when every line with that LSN or older is durably
-    indexed: i.e. after a line marked "ack": true, ack its "lsn" once the
-    batch is stored. (Seeing a line with a greater LSN also proves that all
-    lines of the older LSNs have arrived.)
+  * the last line of every batch flusso-pg flushes (backfill batches too)
+    carries "ack": true;
+  * after a line marked "ack": true and every line before it are durably
+    indexed, write back its "lsn": once per marked line, in order. Backfill
+    lines all carry the snapshot's LSN, so flusso-pg counts these
+    acknowledgements to know how far the backfill is stored.
 
 Here "indexing" appends the folded documents to a file and fsyncs it; a real
 reader would send a bulk request to Elasticsearch, OpenSearch, Meilisearch or

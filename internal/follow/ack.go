@@ -7,15 +7,20 @@ import (
 	"io"
 	"os"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 	"go.uber.org/zap"
 )
 
-// openAck opens the acknowledgement channel: a file descriptor inherited from
-// the parent (--ack-fd) or a file or FIFO (--ack-file). Opening a FIFO blocks
-// until the reader opens its end for writing, so it happens in readAcks.
-func openAck(fd int, path string) (func() (io.ReadCloser, error), error) {
+// openAck prepares the acknowledgement channel: a file descriptor inherited
+// from the parent (--ack-fd) or a file or FIFO (--ack-file). Opening a FIFO
+// for reading blocks until the reader opens its end for writing, so the
+// returned function is called by readAcks, which runs from the start, beside
+// the backfill: whichever side opens the FIFO first, neither waits for the
+// other's lines.
+func openAck(fd int, path string) (func(context.Context) (io.ReadCloser, error), error) {
 	switch {
 	case fd > 0 && path != "":
 		return nil, fmt.Errorf("--ack-fd and --ack-file are exclusive: give one")
@@ -27,26 +32,68 @@ func openAck(fd int, path string) (func() (io.ReadCloser, error), error) {
 		if _, err := f.Stat(); err != nil {
 			return nil, fmt.Errorf("--ack-fd %d: not an open file descriptor: %w", fd, err)
 		}
-		return func() (io.ReadCloser, error) { return f, nil }, nil
+		return func(context.Context) (io.ReadCloser, error) { return f, nil }, nil
 	case path != "":
-		return func() (io.ReadCloser, error) {
-			f, err := os.Open(path)
-			if err != nil {
-				return nil, fmt.Errorf("--ack-file: %w", err)
-			}
-			return f, nil
-		}, nil
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("--ack-file: %w", err)
+		}
+		return openFIFO(path), nil
 	}
 	return nil, nil
 }
 
+// openFIFO starts opening path for reading at once, before the output is
+// opened (a reader may open the ack FIFO before the output FIFO), and
+// returns the function that waits for it. When ctx ends while the open
+// waits for a writer (a FIFO nobody opened yet), that function opens the
+// write end itself, without blocking, to release the wait, and returns ctx's
+// error.
+func openFIFO(path string) func(context.Context) (io.ReadCloser, error) {
+	ch := make(chan opened, 1)
+	go func() {
+		f, err := os.Open(path)
+		ch <- opened{f, err}
+	}()
+	return func(ctx context.Context) (io.ReadCloser, error) {
+		select {
+		case o := <-ch:
+			if o.err != nil {
+				return nil, fmt.Errorf("--ack-file: %w", o.err)
+			}
+			return o.f, nil
+		case <-ctx.Done():
+		}
+		if w, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			w.Close()
+		}
+		select {
+		case o := <-ch:
+			if o.f != nil {
+				o.f.Close()
+			}
+		case <-time.After(time.Second):
+		}
+		return nil, ctx.Err()
+	}
+}
+
+type opened struct {
+	f   *os.File
+	err error
+}
+
 // readAcks reads one LSN per line (as written in the "lsn" field, X/Y) and
-// hands each to ack. A malformed line is an error: guessing could confirm
-// what the reader never indexed. End of input ends the channel without error:
-// nothing more will be confirmed, and flusso-pg keeps streaming.
-func readAcks(ctx context.Context, open func() (io.ReadCloser, error), ack func(pglogrepl.LSN), log *zap.Logger) error {
-	r, err := open()
+// hands each to ack (the stream's confirmer) and to backfill (the backfill's
+// progress, which counts them: see snapshot.Backfill.Ack). A malformed line
+// is an error: guessing could confirm what the reader never indexed. End of
+// input ends the channel without error: nothing more will be confirmed, and
+// flusso-pg keeps streaming.
+func readAcks(ctx context.Context, open func(context.Context) (io.ReadCloser, error), ack func(pglogrepl.LSN), backfill func(pglogrepl.LSN) error, log *zap.Logger) error {
+	r, err := open(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	go func() { <-ctx.Done(); r.Close() }()
@@ -61,6 +108,11 @@ func readAcks(ctx context.Context, open func() (io.ReadCloser, error), ack func(
 		lsn, err := pglogrepl.ParseLSN(text)
 		if err != nil {
 			return fmt.Errorf("ack channel line %d: %q is not an LSN such as 0/16B3748 (write back the \"lsn\" field of the lines you indexed)", line, text)
+		}
+		if backfill != nil {
+			if err := backfill(lsn); err != nil {
+				return fmt.Errorf("save the backfill's acknowledged progress: %w", err)
+			}
 		}
 		ack(lsn)
 	}

@@ -170,11 +170,18 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 		BatchSize: f.cfg.Backfill.BatchSize,
 		Fresh:     start.Created,
 		Progress:  os.Stderr,
+		Acks:      openAckCh != nil,
 		OnProgress: func(index string, done, estimate int64) {
 			f.metrics.BackfillRows.WithLabelValues(index).Set(float64(done))
 			f.metrics.BackfillEstimate.WithLabelValues(index).Set(float64(estimate))
 		},
 	}, f.plan, f.pool, f.out, f.store, f.log)
+	if openAckCh != nil {
+		// Read acknowledgements from the start: the reader may open its end
+		// of a FIFO before it reads a line, and the backfill's progress
+		// follows its acknowledgements too.
+		g.Go(func() error { return readAcks(gctx, openAckCh, f.confirmer.ack, bf.Ack, f.log) })
+	}
 	snap := snapshot.Snapshot{}
 	if start.Created {
 		snap = snapshot.Snapshot{Name: start.SnapshotName, LSN: start.ConsistentPoint}
@@ -201,10 +208,13 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 	release()
 	if err != nil {
 		cancelWork()
-		g.Wait()
+		gerr := g.Wait()
 		if isClosed(stop) {
 			f.log.Info("stopped during the backfill; the next start resumes it from its checkpoints")
 			return nil
+		}
+		if gerr != nil && !errors.Is(gerr, context.Canceled) {
+			return gerr // the ack channel failed: the backfill stopped for it
 		}
 		return fmt.Errorf("backfill: %w", err)
 	}
@@ -216,9 +226,6 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 	captureCtx, stopCapture := context.WithCancel(gctx)
 	defer stopCapture()
 	g.Go(func() error { return f.capture.Run(captureCtx, txns) })
-	if openAckCh != nil {
-		g.Go(func() error { return readAcks(gctx, openAckCh, f.confirmer.ack, f.log) })
-	}
 	g.Go(func() error {
 		defer cancelWork() // the loop ended: stop the other goroutines
 		err := f.loop(gctx, stop, txns)

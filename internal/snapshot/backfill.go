@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -35,6 +36,10 @@ type Config struct {
 	Indexes    []string // only these indexes; empty: all
 	// CheckpointInterval is how often progress is flushed and saved; 0 = 1 s.
 	CheckpointInterval time.Duration
+	// Acks: the reader acknowledges what it stored (--ack-fd/--ack-file):
+	// each batch's last line is marked "ack":true and the saved progress
+	// follows the acknowledgements passed to Ack (see checkpoint.go).
+	Acks bool
 }
 
 // Snapshot is where a backfill reads from: a snapshot exported by another
@@ -57,8 +62,9 @@ type Backfill struct {
 	store *state.Store
 	log   *zap.Logger
 
-	prog *progress
-	ckpt *checkpoints
+	prog  *progress
+	ckpt  *checkpoints
+	acked atomic.Pointer[checkpoints] // ckpt, for Ack once loaded
 }
 
 // New prepares a backfill. With store nil no progress is kept: Run always
@@ -112,6 +118,8 @@ func (b *Backfill) Run(ctx context.Context, snap Snapshot, imported func()) (err
 	if err != nil {
 		return err
 	}
+	b.ckpt.acks = b.cfg.Acks
+	b.acked.Store(b.ckpt)
 	// Record the reconciliation (indexes dropped or started over) at once.
 	if err := b.ckpt.save(b.ckpt.pending()); err != nil {
 		return err
@@ -224,6 +232,10 @@ func (b *Backfill) Run(ctx context.Context, snap Snapshot, imported func()) (err
 		}
 		return err
 	}
+	b.ckpt.finish()
+	if err := b.ckpt.saveAcked(); err != nil {
+		return err
+	}
 	var total int64
 	for _, ix := range todo {
 		total += b.ckpt.index(ix).Rows
@@ -283,17 +295,15 @@ func (b *Backfill) work(ctx context.Context, tx pgx.Tx, queue <-chan task) error
 			if err != nil {
 				return err
 			}
-			if n > 0 {
-				// One batch is one Write: never split by another worker's lines.
-				if err := b.w.Write(buf); err != nil {
-					return err
-				}
-			}
+			// One batch is one Write: never split by another worker's lines.
 			done := n < b.cfg.BatchSize
-			b.ckpt.advance(t.ip, t.r, last, int64(n), done)
+			finished, err := b.ckpt.wrote(b.w, buf, t.lsn, t.ip, t.r, last, int64(n), done)
+			if err != nil {
+				return err
+			}
 			t.bar.add(int64(n))
 			if done {
-				if b.ckpt.rangeDone(t.ip) {
+				if finished {
 					t.bar.finish()
 				}
 				break
@@ -328,10 +338,4 @@ func (b *Backfill) checkpointLoop(ctx context.Context, stop <-chan struct{}) err
 
 // checkpoint makes every written line durable, then records how far each
 // range got. Positions noted before the Sync are covered by it.
-func (b *Backfill) checkpoint() error {
-	pending := b.ckpt.pending()
-	if err := b.w.Sync(); err != nil {
-		return err
-	}
-	return b.ckpt.save(pending)
-}
+func (b *Backfill) checkpoint() error { return b.ckpt.checkpoint(b.w) }

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/flusso-pg/flusso-pg/internal/build"
+	"github.com/flusso-pg/flusso-pg/internal/output"
 	"github.com/flusso-pg/flusso-pg/internal/state"
 )
 
@@ -67,6 +68,23 @@ type checkpoints struct {
 	rec   *record
 	plan  map[*build.Index]*indexProgress
 	dirty bool
+
+	// In ack mode (acks true) the saved record follows the reader's
+	// acknowledgements instead of the flushes: see wrote and ack.
+	acks     bool
+	order    sync.Mutex // a batch's write and its token, in output order
+	tokens   []token    // records after each marked batch, oldest first, not yet acknowledged
+	acked    []byte     // the newest acknowledged record, nil once saved
+	finished bool       // the backfill ended: final is the record of all its lines
+	final    []byte
+	maxLSN   pglogrepl.LSN // the greatest LSN written on a backfill line
+	saveMu   sync.Mutex    // one save at a time (the checkpoint loop and late acks)
+}
+
+// token is the record as it stood right after a marked batch was written.
+type token struct {
+	lsn pglogrepl.LSN
+	rec []byte
 }
 
 // fingerprint identifies what an index's documents look like and how its
@@ -242,6 +260,11 @@ func (c *checkpoints) pending() []byte {
 		return nil
 	}
 	c.dirty = false
+	return c.encodeLocked()
+}
+
+// encodeLocked encodes the record as it is now.
+func (c *checkpoints) encodeLocked() []byte {
 	out := &record{Version: c.rec.Version, Indexes: make(map[string]*indexProgress, len(c.rec.Indexes))}
 	for name, ip := range c.rec.Indexes {
 		cp := *ip
@@ -264,4 +287,141 @@ func (c *checkpoints) save(data []byte) error {
 		return nil
 	}
 	return c.store.Save(state.BackfillRecord, json.RawMessage(data))
+}
+
+// In ack mode a saved record must not run ahead of the lines the reader has
+// acknowledged. Every backfill line of an index carries the same LSN, so an
+// acknowledgement alone cannot say how far the reader got. Instead, the last
+// line of every batch is marked "ack":true and the reader writes back one
+// LSN per marked line, in order, once it and the lines before it are stored
+// (docs/follow.md; docs/examples/ack_reader.py does so). Each batch leaves a
+// token, the record as it stood right after the batch, and each
+// acknowledgement takes the oldest token. A reader that acknowledges less
+// often only makes the record lag, so lines are sent again after a restart;
+// after the backfill, an acknowledgement past every backfill LSN (of a
+// stream line) covers every token.
+
+// wrote writes a batch's lines (n of them, buf) and records the range's
+// progress as one step: in ack mode the batch's last line is marked and its
+// token is taken before any other batch is written. It reports whether the
+// index is done (every range read).
+func (c *checkpoints) wrote(w *output.Writer, buf []byte, lsn pglogrepl.LSN, ip *indexProgress, r *keyRange, last build.Key, n int64, done bool) (bool, error) {
+	if !c.acks || c.store == nil {
+		if n > 0 {
+			if err := w.Write(buf); err != nil {
+				return false, err
+			}
+		}
+		c.advance(ip, r, last, n, done)
+		return done && c.rangeDone(ip), nil
+	}
+	c.order.Lock()
+	defer c.order.Unlock()
+	if n > 0 {
+		// Every line ends with "}\n": add the field before the closing brace.
+		buf = append(buf[:len(buf)-2], `,"ack":true}`+"\n"...)
+		if err := w.Write(buf); err != nil {
+			return false, err
+		}
+	}
+	c.advance(ip, r, last, n, done)
+	finished := done && c.rangeDone(ip)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n > 0 {
+		c.tokens = append(c.tokens, token{lsn: lsn, rec: c.encodeLocked()})
+		c.maxLSN = max(c.maxLSN, lsn)
+	} else if len(c.tokens) == 0 && c.acked == nil {
+		// No line to mark (the range ended on a full batch), and everything
+		// written before is acknowledged: the record may say so at once.
+		c.acked = c.encodeLocked()
+	}
+	return finished, nil
+}
+
+// ack takes an LSN the reader wrote back.
+func (c *checkpoints) ack(lsn pglogrepl.LSN) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.acks {
+		return
+	}
+	if c.finished && lsn > c.maxLSN {
+		c.tokens = nil
+		if c.final != nil {
+			c.acked, c.final = c.final, nil
+		}
+		return
+	}
+	if len(c.tokens) > 0 && lsn >= c.tokens[0].lsn {
+		c.acked = c.tokens[0].rec
+		c.tokens[0] = token{}
+		c.tokens = c.tokens[1:]
+		if len(c.tokens) == 0 && c.finished && c.final != nil {
+			c.acked, c.final = c.final, nil
+		}
+	}
+}
+
+// finish notes that the backfill wrote all its lines: once they are all
+// acknowledged, the record is the final one.
+func (c *checkpoints) finish() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.acks {
+		return
+	}
+	c.finished = true
+	c.final = c.encodeLocked()
+	if len(c.tokens) == 0 {
+		c.acked, c.final = c.final, nil
+	}
+}
+
+// checkpoint makes every written line durable (or hands it to the reader),
+// then saves how far each range got: in ack mode, as far as the reader
+// acknowledged; otherwise as far as the flush covers (positions noted before
+// the Sync are covered by it).
+func (c *checkpoints) checkpoint(w *output.Writer) error {
+	if !c.acks || c.store == nil {
+		pending := c.pending()
+		if err := w.Sync(); err != nil {
+			return err
+		}
+		return c.save(pending)
+	}
+	if err := w.Sync(); err != nil {
+		return err
+	}
+	return c.saveAcked()
+}
+
+// saveAcked saves the newest acknowledged record, if there is a new one.
+func (c *checkpoints) saveAcked() error {
+	c.saveMu.Lock()
+	defer c.saveMu.Unlock()
+	c.mu.Lock()
+	data := c.acked
+	c.acked = nil
+	c.mu.Unlock()
+	return c.save(data)
+}
+
+// Ack takes an LSN the reader of the output wrote back (--ack-fd,
+// --ack-file), in ack mode (Config.Acks): the backfill's saved progress
+// follows these, not the flushes. It may be called at any time, also before
+// Run and after it returned; after Run it saves what it acknowledges.
+func (b *Backfill) Ack(lsn pglogrepl.LSN) error {
+	c := b.acked.Load()
+	if c == nil {
+		return nil
+	}
+	c.ack(lsn)
+	c.mu.Lock()
+	finished := c.finished
+	c.mu.Unlock()
+	if !finished {
+		return nil // the checkpoint loop saves it
+	}
+	return c.saveAcked()
 }
