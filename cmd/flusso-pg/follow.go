@@ -37,7 +37,7 @@ exits 0. A reader that goes away (broken pipe) ends it with exit code 1.`,
 			ackFD, _ := cmd.Flags().GetInt("ack-fd")
 			ackFile, _ := cmd.Flags().GetString("ack-file")
 			resync, _ := cmd.Flags().GetBool("resync")
-			f := follow.New(cfg, follow.Options{Listen: listen, AckFD: ackFD, AckFile: ackFile, Resync: resync}, log)
+			f := follow.New(cfg, follow.Options{Listen: listen, AckFD: ackFD, AckFile: ackFile, Resync: resync, StopTimeout: stopTimeout}, log)
 			return f.Run(cmd.Context())
 		},
 	}

@@ -2,6 +2,10 @@ package main
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -31,9 +35,12 @@ lines are flushed, so nothing is ever lost.`,
   flusso-pg check    --config flusso.yaml`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version,
 	}
-	root.PersistentFlags().StringP("config", "c", "", "config file (YAML); FLUSSO_* environment variables override its keys")
-	root.PersistentFlags().String("dsn", "", "Postgres connection string (source.dsn, FLUSSO_SOURCE_DSN)")
+	root.SetVersionTemplate(versionLine() + "\n")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.PersistentFlags().StringP("config", "c", "", "config file (YAML); default: $FLUSSO_CONFIG, else ./flusso.yaml when present; FLUSSO_* environment variables override its keys")
+	root.PersistentFlags().String("dsn", "", "Postgres connection string (source.dsn); visible to other local users in ps: prefer FLUSSO_SOURCE_DSN for a password")
 	root.PersistentFlags().String("slot", "", "logical replication slot name (source.slot)")
 	root.PersistentFlags().String("publication", "", "publication name (source.publication)")
 	root.PersistentFlags().String("provision", "", "auto | check | off (source.provision)")
@@ -49,23 +56,88 @@ lines are flushed, so nothing is ever lost.`,
 		newDropCmd(),
 		newVersionCmd(),
 	)
+	// A wrong argument is a usage error (exit 2), like an unknown flag.
+	for _, c := range root.Commands() {
+		if args := c.Args; args != nil {
+			c.Args = func(cmd *cobra.Command, a []string) error {
+				if err := args(cmd, a); err != nil {
+					return usageError{err}
+				}
+				return nil
+			}
+		}
+	}
 	return root
 }
 
-// loadConfig reads the config named by --config with environment and flag
-// overrides, and builds the stderr logger.
+// usageError is a mistake on the command line: exit code 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() + " (see flusso-pg --help)" }
+func (e usageError) Unwrap() error { return e.err }
+
+// isUsage reports whether err is a usage error: a bad flag or argument, or an
+// unknown command (cobra returns that one as a plain error).
+func isUsage(err error) bool {
+	var u usageError
+	return errors.As(err, &u) || strings.HasPrefix(err.Error(), "unknown command ")
+}
+
+// configFile is the config to read: --config, else $FLUSSO_CONFIG, else
+// ./flusso.yaml when it exists, else none.
+func configFile(cmd *cobra.Command) string {
+	if file, _ := cmd.Flags().GetString("config"); file != "" {
+		return file
+	}
+	if file := os.Getenv(config.ConfigEnv); file != "" {
+		return file
+	}
+	if st, err := os.Stat(defaultConfig); err == nil && st.Mode().IsRegular() {
+		return defaultConfig
+	}
+	return ""
+}
+
+// defaultConfig is read when neither --config nor FLUSSO_CONFIG names a file.
+const defaultConfig = "flusso.yaml"
+
+// loadConfig reads the config (see configFile) with environment and flag
+// overrides, and builds the stderr logger. A FLUSSO_* variable flusso-pg
+// does not read is warned about (in the error, when the config fails: the
+// misspelling may be why).
 func loadConfig(cmd *cobra.Command) (*config.Config, *zap.Logger, error) {
-	file, _ := cmd.Flags().GetString("config")
+	unknown := config.UnknownEnv(os.Environ())
+	fail := func(err error) (*config.Config, *zap.Logger, error) {
+		if len(unknown) == 0 {
+			return nil, nil, err
+		}
+		return nil, nil, fmt.Errorf("%w\n%s", err, strings.Join(unknown, "\n"))
+	}
+	file := configFile(cmd)
 	cfg, err := config.Load(file, cmd.Flags())
 	if err != nil {
-		return nil, nil, err
+		if file == "" && len(strings.Split(err.Error(), "\n")) == 1 && strings.Contains(err.Error(), "no index is configured") {
+			return fail(errors.New("no config file: give --config FILE, set " + config.ConfigEnv + ", or run where ./" + defaultConfig + " is"))
+		}
+		return fail(err)
 	}
 	if cfg.Source.DSN == "" {
-		return nil, nil, errors.New("source.dsn is empty: set it in the config, in FLUSSO_SOURCE_DSN, or with --dsn")
+		return fail(errors.New("source.dsn is empty: set it in the config, in FLUSSO_SOURCE_DSN, or with --dsn"))
 	}
 	log, err := logging.New(cfg.Log.Level, cfg.Log.Format, nil)
 	if err != nil {
-		return nil, nil, err
+		return fail(err)
+	}
+	for _, w := range unknown {
+		log.Warn(w)
 	}
 	return cfg, log, nil
+}
+
+// versionLine is what --version and the version command print.
+func versionLine() string {
+	if commit == version || commit == "none" {
+		return fmt.Sprintf("flusso-pg %s (%s)", version, runtime.Version())
+	}
+	return fmt.Sprintf("flusso-pg %s (commit %s, %s)", version, commit, runtime.Version())
 }

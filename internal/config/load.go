@@ -30,6 +30,13 @@ var FlagKeys = map[string]string{
 	"batch-size":  "backfill.batch_size",
 }
 
+// Bounds of capture.status_interval: below, an idle follow spins a core on
+// status updates; above, the slot lags for minutes and retains WAL.
+const (
+	MinStatusInterval = 100 * time.Millisecond
+	MaxStatusInterval = 10 * time.Minute
+)
+
 // scalarKeys are the keys outside `indexes`, with their defaults. Each can be
 // overridden by FLUSSO_<PATH> (dots become underscores, upper case).
 var scalarKeys = map[string]any{
@@ -230,8 +237,8 @@ func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string)
 	} else {
 		cfg.Capture.MemoryBudget = b
 	}
-	if dur, err := time.ParseDuration(strings.TrimSpace(v.GetString("capture.status_interval"))); err != nil || dur <= 0 {
-		errs = append(errs, fmt.Sprintf("%s: %q is not a positive duration such as 10s", name("capture.status_interval"), v.GetString("capture.status_interval")))
+	if dur, err := time.ParseDuration(strings.TrimSpace(v.GetString("capture.status_interval"))); err != nil || dur < MinStatusInterval || dur > MaxStatusInterval {
+		errs = append(errs, fmt.Sprintf("%s: %q is not a duration from %s to %s, such as 10s", name("capture.status_interval"), v.GetString("capture.status_interval"), MinStatusInterval, MaxStatusInterval))
 	} else {
 		cfg.Capture.StatusInterval = dur
 	}

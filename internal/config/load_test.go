@@ -484,3 +484,25 @@ func TestEmptyInput(t *testing.T) {
 		}
 	}
 }
+
+func TestStatusIntervalBounds(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		ok    bool
+	}{{"1ns", false}, {"99ms", false}, {"100ms", true}, {"10m", true}, {"11m", false}} {
+		_, err := Parse([]byte("capture:\n  status_interval: " + tc.value + "\n" + "indexes:\n  - name: p\n    table: public.p\n"))
+		if (err == nil) != tc.ok {
+			t.Errorf("status_interval %s: err %v, want ok=%v", tc.value, err, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "from 100ms to 10m0s") {
+			t.Errorf("status_interval %s: %v does not give the bounds", tc.value, err)
+		}
+	}
+}
+
+func TestUnknownEnv(t *testing.T) {
+	got := UnknownEnv([]string{"FLUSSO_SORCE_DSN=x", "FLUSSO_SOURCE_DSN=y", "FLUSSO_CONFIG=z", "FLUSSO_PG_BIN=b", "HOME=/root"})
+	if len(got) != 1 || !strings.Contains(got[0], "FLUSSO_SORCE_DSN") || !strings.Contains(got[0], "did you mean FLUSSO_SOURCE_DSN?") {
+		t.Fatalf("UnknownEnv = %q, want one warning for FLUSSO_SORCE_DSN suggesting FLUSSO_SOURCE_DSN", got)
+	}
+}

@@ -538,7 +538,7 @@ indexes:
 		{
 			name: "bad status interval",
 			yaml: "capture:\n  status_interval: 10\n" + validIndex,
-			want: []string{`capture.status_interval: "10" is not a positive duration such as 10s`},
+			want: []string{`capture.status_interval: "10" is not a duration from 100ms to 10m0s, such as 10s`},
 		},
 		{
 			name: "bad coalesce",

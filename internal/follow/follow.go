@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -32,6 +33,10 @@ type Options struct {
 	// StopTimeout bounds the graceful stop after SIGINT/SIGTERM.
 	StopTimeout time.Duration
 }
+
+// ErrStopTimeout reports a stop that did not finish within the stop timeout:
+// the work in hand was abandoned, nothing more confirmed (exit code 1).
+var ErrStopTimeout = errors.New("the graceful stop did not finish within the stop timeout: the unconfirmed transactions are delivered again on restart")
 
 // Follower is the daemon: capture → resolve → build → write → confirm.
 type Follower struct {
@@ -78,6 +83,12 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 	stop := ctx.Done()
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	var expired atomic.Bool
+	defer func() {
+		if err == nil && expired.Load() {
+			err = ErrStopTimeout
+		}
+	}()
 	go func() {
 		select {
 		case <-stop:
@@ -86,6 +97,7 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 			select {
 			case <-t.C:
 				f.log.Warn("graceful stop took too long: stopping now; the unconfirmed transactions will be delivered again on restart")
+				expired.Store(true)
 				cancelWork()
 			case <-work.Done():
 			}

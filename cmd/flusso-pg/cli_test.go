@@ -1,0 +1,81 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Usage mistakes exit 2, everything else that fails 1 (SPEC: "Exit codes
+// and conventions").
+func TestUsageErrorsExit2(t *testing.T) {
+	for _, args := range [][]string{
+		{"nosuch"},
+		{"follow", "--bogus"},
+		{"check", "extra"},
+		{"backfill", "--workers", "abc"},
+	} {
+		_, _, err := run(t, args...)
+		if err == nil || !isUsage(err) {
+			t.Errorf("%v: err %v is not a usage error (exit 2)", args, err)
+		}
+	}
+	t.Setenv("FLUSSO_SOURCE_DSN", "")
+	_, _, err := run(t, "validate", "--config", filepath.Join(t.TempDir(), "missing.yaml"))
+	if err == nil || isUsage(err) {
+		t.Errorf("a missing config file: err %v, want a failure (exit 1), not a usage error", err)
+	}
+}
+
+func TestVersionFlag(t *testing.T) {
+	out, _, err := run(t, "--version")
+	if err != nil || !strings.HasPrefix(out, "flusso-pg "+version) {
+		t.Fatalf("--version printed %q (err %v)", out, err)
+	}
+	out2, _, _ := run(t, "version")
+	if out2 != out {
+		t.Fatalf("--version %q and version %q differ", out, out2)
+	}
+}
+
+// Without --config, FLUSSO_CONFIG names the file, else ./flusso.yaml is
+// read; with neither, the error says no config was given (not "no index").
+func TestConfigFileSearch(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	t.Setenv("FLUSSO_SOURCE_DSN", "postgres://u@127.0.0.1:1/x")
+	_, _, err := run(t, "validate")
+	if err == nil || !strings.Contains(err.Error(), "no config file: give --config FILE, set FLUSSO_CONFIG, or run where ./flusso.yaml is") {
+		t.Fatalf("no config anywhere: %v", err)
+	}
+	if err := os.WriteFile("flusso.yaml", []byte("bogus_here: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = run(t, "validate")
+	if err == nil || !strings.HasPrefix(err.Error(), "flusso.yaml: line 1: ") {
+		t.Fatalf("./flusso.yaml was not read: %v", err)
+	}
+	other := filepath.Join(dir, "other.yaml")
+	if err := os.WriteFile(other, []byte("bogus_there: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("FLUSSO_CONFIG", other)
+	_, _, err = run(t, "validate")
+	if err == nil || !strings.HasPrefix(err.Error(), other+": line 1: ") {
+		t.Fatalf("FLUSSO_CONFIG was not read before ./flusso.yaml: %v", err)
+	}
+	_, _, err = run(t, "validate", "--config", "flusso.yaml")
+	if err == nil || !strings.HasPrefix(err.Error(), "flusso.yaml: line 1: ") {
+		t.Fatalf("--config does not win over FLUSSO_CONFIG: %v", err)
+	}
+}
+
+func TestUnknownEnvNamedInError(t *testing.T) {
+	t.Chdir(t.TempDir())
+	t.Setenv("FLUSSO_SORCE_DSN", "postgres://u@127.0.0.1:1/x")
+	_, _, err := run(t, "validate")
+	if err == nil || !strings.Contains(err.Error(), "FLUSSO_SORCE_DSN is not one flusso-pg reads: it is ignored (did you mean FLUSSO_SOURCE_DSN?)") {
+		t.Fatalf("a misspelt variable is not named: %v", err)
+	}
+}
