@@ -4,7 +4,7 @@
 #              single-query limit for building the blog documents, with the
 #              server's defaults and with jit=off (the setting flusso-pg's
 #              document connections use, build.RuntimeParams);
-#   flusso-pg: flusso-pg backfill --workers 1 and --workers 2 >/dev/null, the
+#   flusso-pg: flusso-pg backfill --workers 1 and --workers 2 --output /dev/null, the
 #              same documents from one exported snapshot.
 # Each is run RUNS times; the median is reported, with flusso-pg's peak RSS
 # (/usr/bin/time -v). It starts its own throwaway PostgreSQL (bench/lib.sh)
@@ -74,7 +74,7 @@ for run in $(seq "$RUNS"); do
   read -r s rss < <(PGOPTIONS="-c jit=off" time_run "copy-nojit-$run" psql -Atq -d blog -c "COPY ($reference) TO STDOUT")
   nojit_s+=("$s")
   for w in 1 2; do
-    read -r s rss < <(time_run "flusso-w$w-$run" "$FLUSSO" backfill --config "$work/flusso.yaml" --workers "$w" --output -)
+    read -r s rss < <(time_run "flusso-w$w-$run" "$FLUSSO" backfill --config "$work/flusso.yaml" --workers "$w" --output /dev/null)
     if [ "$s" != 0 ] && ! grep -q "\"documents\": $POSTS," "$work/flusso-w$w-$run.err"; then
       echo "bench: flusso-pg --workers $w (run $run) did not report $POSTS documents:" >&2
       grep "backfill done" "$work/flusso-w$w-$run.err" >&2 || tail -3 "$work/flusso-w$w-$run.err" >&2

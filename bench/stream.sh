@@ -61,7 +61,7 @@ rows_flusso=(); rows_peer=()
 for run in $(seq "$RUNS"); do
   # flusso-pg: first start creates slot + backfill; stop; write N commits; time the drain.
   rm -rf "$work/state-rows"; psql -q -d rows -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name IN ('flusso_rows','w2j_rows')" >/dev/null
-  "$FLUSSO" follow --config "$work/rows.yaml" --log-level warn >/dev/null & pid=$!
+  "$FLUSSO" follow --config "$work/rows.yaml" --log-level warn --output /dev/null >/dev/null & pid=$!
   sleep 0.5; wait_slot rows flusso_rows "$(lsn_now rows)" 120 || { echo "rows: flusso-pg did not start"; failed=1; }
   stop_proc $pid
   psql -q -d rows -c "SELECT pg_create_logical_replication_slot('w2j_rows', 'wal2json')" >/dev/null
@@ -97,7 +97,7 @@ SQL
 docs_flusso=(); docs_peer=()
 for run in $(seq "$RUNS"); do
   rm -rf "$work/state-blog"; psql -q -d blog -c "SELECT pg_drop_replication_slot('flusso_blog') FROM pg_replication_slots WHERE slot_name = 'flusso_blog'" >/dev/null
-  "$FLUSSO" follow --config "$work/blog.yaml" --log-level warn >/dev/null & pid=$!
+  "$FLUSSO" follow --config "$work/blog.yaml" --log-level warn --output /dev/null >/dev/null & pid=$!
   sleep 0.5; wait_slot blog flusso_blog "$(lsn_now blog)" 300 || { echo "documents: flusso-pg did not start"; failed=1; }
   stop_proc $pid
   psql -q -d blog -c "CREATE TABLE IF NOT EXISTS touched (post_id bigint); TRUNCATE touched" >/dev/null
@@ -148,7 +148,7 @@ fi
 
 # ---------------------------------------------------------------- idle
 if part idle; then
-"$FLUSSO" follow --config "$work/lat.yaml" --log-level warn >/dev/null & pid=$!
+"$FLUSSO" follow --config "$work/lat.yaml" --log-level warn --output /dev/null >/dev/null & pid=$!
 sleep 3
 psql -q -d lat -c "UPDATE items SET v = v + 1 WHERE id < 1000" >/dev/null
 psql -q -d lat -c "CHECKPOINT" >/dev/null

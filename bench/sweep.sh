@@ -33,14 +33,14 @@ capture: {batch_size: $B, status_interval: 1s}
 indexes:
   - {name: items, table: public.items}
 YAML
-    "$FLUSSO" follow --config "$work/sweep.yaml" --log-level warn >/dev/null & pid=$!
+    "$FLUSSO" follow --config "$work/sweep.yaml" --log-level warn --output /dev/null >/dev/null & pid=$!
     until [ "$(psql -Atq -d sweep -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'flusso_sweep' AND confirmed_flush_lsn IS NOT NULL")" = 1 ]; do sleep 0.2; done
     sleep 1; stop_proc $pid
     printf '\\set s random(1, %d)\nUPDATE items SET v = v + 1 WHERE id BETWEEN :s AND :s + %d;\n' $((200000 - T)) $((T - 1)) >"$work/u.sql"
     pgbench -n -c 2 -j 2 -t $((TOTAL / T / 2)) -f "$work/u.sql" sweep >/dev/null 2>&1
     end=$(psql -Atq -d sweep -c "SELECT pg_current_wal_lsn()")
     t0=$(now_ns)
-    "$FLUSSO" follow --config "$work/sweep.yaml" --log-level warn >/dev/null & pid=$!
+    "$FLUSSO" follow --config "$work/sweep.yaml" --log-level warn --output /dev/null >/dev/null & pid=$!
     deadline=$(( $(date +%s) + 600 ))
     until [ "$(psql -Atq -d sweep -c "SELECT confirmed_flush_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = 'flusso_sweep'")" = t ]; do
       [ "$(date +%s)" -lt "$deadline" ] || { echo "sweep T=$T B=$B: did not drain"; failed=1; break; }

@@ -71,6 +71,9 @@ func runBackfill(ctx context.Context, cfg *config.Config, indexes []string, log 
 	if err != nil {
 		return err
 	}
+	if n := out.Trimmed(); n > 0 {
+		log.Warn("cut the partial last line an earlier run left in the output", zap.String("file", out.Name()), zap.Int64("bytes", n))
+	}
 	defer func() {
 		if cerr := out.Close(); err == nil && cerr != nil {
 			err = cerr

@@ -135,6 +135,9 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	if n := f.out.Trimmed(); n > 0 {
+		f.log.Warn("cut the partial last line an earlier run left in the output (it was never confirmed)", zap.String("file", f.out.Name()), zap.Int64("bytes", n))
+	}
 	defer func() {
 		if cerr := f.out.Close(); err == nil && cerr != nil && !errors.Is(cerr, output.ErrReaderGone) {
 			err = cerr

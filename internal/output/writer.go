@@ -26,20 +26,31 @@ const bufferSize = 1 << 20
 // for use by several goroutines: each Write is one whole batch of lines,
 // never interleaved with another.
 type Writer struct {
-	mu   sync.Mutex
-	f    *os.File
-	buf  []byte
-	file bool // a regular file: fsync on Sync
-	own  bool // we opened it: close on Close
+	mu      sync.Mutex
+	f       *os.File
+	buf     []byte
+	file    bool  // a regular file: fsync on Sync
+	own     bool  // we opened it: close on Close
+	trimmed int64 // bytes of a partial last line cut when opened
 }
+
+// ErrDevNull refuses a stdout that is /dev/null when no output was asked
+// for: the Go runtime opens /dev/null for a stdout that was closed, and
+// every line would "succeed" while nobody receives it.
+var ErrDevNull = errors.New(`stdout is /dev/null (or was closed): the lines would reach nobody, and their changes would be confirmed; give --output /dev/null (output.path) to discard them on purpose`)
 
 // Open returns a Writer for path: "-" is stdout; anything else is a file
 // created if missing and opened for append.
+// stdout that is /dev/null is refused (ErrDevNull). A file is created
+// readable by its owner only: documents often carry personal data.
 func Open(path string) (*Writer, error) {
 	if path == "-" || path == "" {
+		if isDevNull(os.Stdout) {
+			return nil, ErrDevNull
+		}
 		return NewWriter(os.Stdout, false)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open output: %w", err)
 	}
@@ -59,36 +70,58 @@ func NewWriter(f *os.File, own bool) (*Writer, error) {
 	w := &Writer{f: f, buf: make([]byte, 0, bufferSize), own: own}
 	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
 		w.file = true
-		if err := trimPartialLine(f, st.Size()); err != nil {
+		n, err := trimPartialLine(f, st.Size())
+		if err != nil {
 			return nil, err
 		}
+		w.trimmed = n
 	}
 	return w, nil
 }
 
-// trimPartialLine cuts f back to its last newline. A file opened write-only
+// Trimmed is how many bytes of a partial last line were cut when the file
+// was opened (0: none); the caller logs it.
+func (w *Writer) Trimmed() int64 { return w.trimmed }
+
+// Name is the destination's name (the file's path, or /dev/stdout).
+func (w *Writer) Name() string { return w.f.Name() }
+
+// isDevNull reports whether f is the null device (character device 1:3).
+func isDevNull(f *os.File) bool {
+	st, err := f.Stat()
+	if err != nil || st.Mode()&os.ModeCharDevice == 0 {
+		return false
+	}
+	null, err := os.Stat(os.DevNull)
+	return err == nil && os.SameFile(st, null)
+}
+
+// trimPartialLine cuts f back to its last newline, when the partial line is
+// one of flusso-pg's (it starts with {"index":); a file that ends in
+// anything else was not written by flusso-pg and is refused, not cut. It
+// returns the bytes cut. A file opened write-only
 // — stdout redirected with the shell's >> — is read through a second,
 // read-only descriptor of the same file (/proc/self/fd on Linux); when that
 // is impossible too, the file is left as it is.
-func trimPartialLine(f *os.File, size int64) error {
+func trimPartialLine(f *os.File, size int64) (int64, error) {
 	if size == 0 {
-		return nil
+		return 0, nil
 	}
 	var r io.ReaderAt = f
 	last := make([]byte, 1)
 	if _, err := f.ReadAt(last, size-1); err != nil {
 		rf, oerr := os.Open(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
 		if oerr != nil {
-			return nil
+			return 0, nil
 		}
 		defer rf.Close()
 		if _, err := rf.ReadAt(last, size-1); err != nil {
-			return nil
+			return 0, nil
 		}
 		r = rf
 	}
 	if last[0] == '\n' {
-		return nil
+		return 0, nil
 	}
 	// Find the last newline, reading backwards in blocks.
 	const block = 64 << 10
@@ -97,21 +130,31 @@ func trimPartialLine(f *os.File, size int64) error {
 		start := max(end-block, 0)
 		chunk := make([]byte, end-start)
 		if _, err := r.ReadAt(chunk, start); err != nil && !errors.Is(err, io.EOF) {
-			return fmt.Errorf("read output tail: %w", err)
+			return 0, fmt.Errorf("read output tail: %w", err)
 		}
 		if i := bytes.LastIndexByte(chunk, '\n'); i >= 0 {
-			return truncate(f, start+int64(i)+1)
+			return truncate(f, r, start+int64(i)+1, size)
 		}
 		end = start
 	}
-	return truncate(f, 0)
+	return truncate(f, r, 0, size)
 }
 
-func truncate(f *os.File, size int64) error {
-	if err := f.Truncate(size); err != nil {
-		return fmt.Errorf("cut the partial last line of the output: %w", err)
+// ownLine starts every line flusso-pg writes.
+const ownLine = `{"index":`
+
+func truncate(f *os.File, r io.ReaderAt, at, size int64) (int64, error) {
+	head := make([]byte, min(int64(len(ownLine)), size-at))
+	if _, err := r.ReadAt(head, at); err != nil && !errors.Is(err, io.EOF) {
+		return 0, fmt.Errorf("read output tail: %w", err)
 	}
-	return nil
+	if !bytes.HasPrefix([]byte(ownLine), head) || len(head) == 0 {
+		return 0, fmt.Errorf("output %s ends in %d bytes without a newline that are not a line of flusso-pg's (it would cut them to append): give a file of flusso-pg's or a new one", f.Name(), size-at)
+	}
+	if err := f.Truncate(at); err != nil {
+		return 0, fmt.Errorf("cut the partial last line of the output: %w", err)
+	}
+	return size - at, nil
 }
 
 // Write adds whole lines.
