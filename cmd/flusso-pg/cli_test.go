@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/flusso-pg/flusso-pg/internal/logging"
 )
 
 // Usage mistakes exit 2, everything else that fails 1 (SPEC: "Exit codes
@@ -77,5 +79,40 @@ func TestUnknownEnvNamedInError(t *testing.T) {
 	_, _, err := run(t, "validate")
 	if err == nil || !strings.Contains(err.Error(), "FLUSSO_SORCE_DSN is not one flusso-pg reads: it is ignored (did you mean FLUSSO_SOURCE_DSN?)") {
 		t.Fatalf("a misspelt variable is not named: %v", err)
+	}
+}
+
+// A bare "@" in the URL's password is refused before any connection, in
+// every command, naming no part of the password.
+func TestBareAtInPasswordRefused(t *testing.T) {
+	t.Chdir(t.TempDir())
+	if err := os.WriteFile("flusso.yaml", []byte("indexes:\n  - name: p\n    table: public.p\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("FLUSSO_SOURCE_DSN", "postgres://postgres:abc@TAILSECRET@127.0.0.1:1/blog")
+	for _, c := range []string{"check", "validate", "follow", "backfill", "explain", "drop"} {
+		out, errOut, err := run(t, c)
+		all := out + errOut
+		if err != nil {
+			all += err.Error()
+		}
+		if err == nil || !strings.Contains(err.Error(), "percent-encode it as %40") {
+			t.Errorf("%s: %v, want the refusal naming %%40", c, err)
+		}
+		if strings.Contains(all, "TAILSECRET") || strings.Contains(all, "abc") {
+			t.Errorf("%s: a part of the password is printed: %s", c, all)
+		}
+	}
+}
+
+func TestRedactingWriter(t *testing.T) {
+	var b strings.Builder
+	s := []string{"TAILSECRET"}
+	secrets.Store(&s)
+	defer secrets.Store(nil)
+	w := logging.Redacting(&b, redact)
+	w.Write([]byte(`{"msg":"lookup TAILSECRET@127.0.0.1: no such host"}` + "\n"))
+	if strings.Contains(b.String(), "TAILSECRET") || !strings.Contains(b.String(), "xxxxx@127.0.0.1") {
+		t.Fatalf("redacted log line = %q", b.String())
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"runtime/pprof"
 	"syscall"
 	"time"
+
+	"github.com/flusso-pg/flusso-pg/internal/logging"
 )
 
 // stopTimeout bounds a graceful stop: the work in hand is given this long
@@ -64,6 +66,8 @@ func watchSignals(cancel func(), grace time.Duration) {
 func execute(ctx context.Context, args []string) int {
 	root := newRootCmd()
 	root.SetArgs(args)
+	root.SetOut(logging.Redacting(os.Stdout, redact))
+	root.SetErr(logging.Redacting(os.Stderr, redact))
 	err := root.ExecuteContext(ctx)
 	pprof.StopCPUProfile()
 	if err == nil {
@@ -72,11 +76,11 @@ func execute(ctx context.Context, args []string) int {
 	var ex *exitError
 	if errors.As(err, &ex) {
 		if ex.msg != "" {
-			fmt.Fprintln(os.Stderr, "flusso-pg: "+ex.msg)
+			fmt.Fprintln(os.Stderr, "flusso-pg: "+redact(ex.msg))
 		}
 		return ex.code
 	}
-	fmt.Fprintln(os.Stderr, "flusso-pg: "+err.Error())
+	fmt.Fprintln(os.Stderr, "flusso-pg: "+redact(err.Error()))
 	if isUsage(err) {
 		return 2
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync/atomic"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -124,7 +125,12 @@ func loadConfig(cmd *cobra.Command) (*config.Config, *zap.Logger, error) {
 	if cfg.Source.DSN == "" {
 		return fail(errors.New("source.dsn is empty: set it in the config, in FLUSSO_SOURCE_DSN, or with --dsn"))
 	}
-	log, err := logging.New(cfg.Log.Level, cfg.Log.Format, nil)
+	if err := config.CheckDSN(cfg.Source.DSN); err != nil {
+		return fail(err)
+	}
+	s := config.Secrets(cfg.Source.DSN)
+	secrets.Store(&s)
+	log, err := logging.New(cfg.Log.Level, cfg.Log.Format, logging.Redacting(os.Stderr, redact))
 	if err != nil {
 		return fail(err)
 	}
@@ -140,4 +146,16 @@ func versionLine() string {
 		return fmt.Sprintf("flusso-pg %s (%s)", version, runtime.Version())
 	}
 	return fmt.Sprintf("flusso-pg %s (commit %s, %s)", version, commit, runtime.Version())
+}
+
+// secrets are the DSN's password and its pieces, once the config is read:
+// whatever flusso-pg prints (logs, errors, check and validate output) goes
+// through redact, so no driver message can quote them.
+var secrets atomic.Pointer[[]string]
+
+func redact(text string) string {
+	if s := secrets.Load(); s != nil {
+		return config.Redact(text, *s)
+	}
+	return text
 }

@@ -108,3 +108,38 @@ func TestSelect(t *testing.T) {
 		t.Fatalf("Select(users) = %v, kept %+v", err, cfg.Indexes)
 	}
 }
+
+func TestCheckDSNRefusesABareAt(t *testing.T) {
+	err := CheckDSN("postgres://postgres:abc@TAILSECRET@127.0.0.1:5432/blog")
+	if err == nil || !strings.Contains(err.Error(), "percent-encode it as %40") {
+		t.Fatalf("CheckDSN = %v, want a refusal saying percent-encode it as %%40", err)
+	}
+	if strings.Contains(err.Error(), "TAILSECRET") || strings.Contains(err.Error(), "abc") {
+		t.Fatalf("the refusal quotes the password: %v", err)
+	}
+	for _, ok := range []string{
+		"postgres://postgres:abc%40TAILSECRET@127.0.0.1:5432/blog",
+		"postgres://u@h/db?password=a@b",
+		"host=h user=u password=a@b@c",
+	} {
+		if err := CheckDSN(ok); err != nil {
+			t.Errorf("CheckDSN(%q) = %v, want nil", ok, err)
+		}
+	}
+}
+
+func TestRedactSecrets(t *testing.T) {
+	for _, tc := range []struct{ dsn, text string }{
+		{"postgres://u:abc%40TAIL@h/db", "lookup abc@TAIL: no such host; TAIL"},
+		{"postgres://u@h/db?sslmode=disable&password=s3cr%2Fet", "auth s3cr/et failed"},
+		{"host=h user=u password='sp ace\\'uoted'", `pw sp ace'uoted`},
+		{"host=h password=plainpw", `{"error":"bad plainpw"}`},
+	} {
+		got := Redact(tc.text, Secrets(tc.dsn))
+		for _, piece := range []string{"abc", "TAIL", "s3cr", "uoted", "plainpw"} {
+			if strings.Contains(got, piece) {
+				t.Errorf("Redact(%q) for %q = %q: %q is still there", tc.text, tc.dsn, got, piece)
+			}
+		}
+	}
+}

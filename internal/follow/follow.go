@@ -256,7 +256,7 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 	err = g.Wait()
 	drain(txns)
 	if err != nil && !errors.Is(err, context.Canceled) {
-		f.metrics.SetFailed(err.Error())
+		f.metrics.SetFailed(config.Redact(err.Error(), config.Secrets(f.cfg.Source.DSN))) // /healthz quotes no password
 		return err
 	}
 	return nil

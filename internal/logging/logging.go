@@ -42,3 +42,26 @@ func New(level, format string, w io.Writer) (*zap.Logger, error) {
 func Component(l *zap.Logger, name string) *zap.Logger {
 	return l.With(zap.String("component", name))
 }
+
+// Redacting returns a writer that passes each write to w with every string
+// redact changes replaced (the DSN's password, however a message quotes it).
+// zap writes one whole entry per write, so a secret is never split.
+func Redacting(w io.Writer, redact func(string) string) io.Writer {
+	return redacting{w: w, redact: redact}
+}
+
+type redacting struct {
+	w      io.Writer
+	redact func(string) string
+}
+
+func (r redacting) Write(p []byte) (int, error) {
+	s := r.redact(string(p))
+	if s == string(p) {
+		return r.w.Write(p)
+	}
+	if _, err := io.WriteString(r.w, s); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
