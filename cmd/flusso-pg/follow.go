@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flusso-pg/flusso-pg/internal/follow"
+	"github.com/flusso-pg/flusso-pg/internal/state"
 )
 
 func newFollowCmd() *cobra.Command {
@@ -37,6 +38,11 @@ exits 0. A reader that goes away (broken pipe) ends it with exit code 1.`,
 			ackFD, _ := cmd.Flags().GetInt("ack-fd")
 			ackFile, _ := cmd.Flags().GetString("ack-file")
 			resync, _ := cmd.Flags().GetBool("resync")
+			// Before anything is created on the server: an unwritable state
+			// dir would otherwise leave an orphan slot retaining WAL.
+			if err := state.New(cfg.State.Dir, cfg.Source.Slot).CheckWritable(); err != nil {
+				return err
+			}
 			f := follow.New(cfg, follow.Options{Listen: listen, AckFD: ackFD, AckFile: ackFile, Resync: resync, StopTimeout: stopTimeout}, log)
 			return f.Run(cmd.Context())
 		},
