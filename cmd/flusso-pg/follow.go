@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -43,6 +44,9 @@ exits 0. A reader that goes away (broken pipe) ends it with exit code 1.`,
 			if err := state.New(cfg.State.Dir, cfg.Source.Slot).CheckWritable(); err != nil {
 				return err
 			}
+			if err := prepareSpillDir(cfg.Capture.SpillDir); err != nil {
+				return err
+			}
 			f := follow.New(cfg, follow.Options{Listen: listen, AckFD: ackFD, AckFile: ackFile, Resync: resync, StopTimeout: stopTimeout}, log)
 			return f.Run(cmd.Context())
 		},
@@ -62,4 +66,14 @@ exits 0. A reader that goes away (broken pipe) ends it with exit code 1.`,
 // killing the process, so flusso-pg can say why it stops.
 func ignoreSIGPIPE() {
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+}
+
+// prepareSpillDir creates the folder large transactions spill to. (Files a
+// killed process left there are not removed: another config may share the
+// folder; they are named flusso-txn-*.spill.)
+func prepareSpillDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("capture.spill_dir %s cannot be created (%w): fix its permissions or set capture.spill_dir", dir, err)
+	}
+	return nil
 }

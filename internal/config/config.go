@@ -74,6 +74,10 @@ type Capture struct {
 	Coalesce time.Duration
 	// BatchSize is the number of documents built by one query while following.
 	BatchSize int
+	// SpillDir is where transactions larger than MemoryBudget spill; by
+	// default the spill folder of the state dir (not /tmp, which a read-only
+	// root file system forbids).
+	SpillDir string
 }
 
 // Index is one search index: one document per row of Table.

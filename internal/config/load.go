@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -50,10 +51,34 @@ var scalarKeys = map[string]any{
 	"log.format":              "console",
 	"backfill.workers":        0,
 	"backfill.batch_size":     DefaultBatchSize,
-	"capture.memory_budget":   "8MiB",
-	"capture.status_interval": "10s",
-	"capture.coalesce":        "1ms",
+	"capture.memory_budget":   FormatBytes(DefaultMemoryBudget),
+	"capture.status_interval": DefaultStatusInterval.String(),
+	"capture.coalesce":        DefaultCoalesce.String(),
 	"capture.batch_size":      DefaultBatchSize,
+	"capture.spill_dir":       "", // the state dir's spill folder
+}
+
+// Defaults returns the default of every key outside indexes, as the
+// environment or the file would spell it (docs/configuration.md's table).
+func Defaults() map[string]string {
+	out := make(map[string]string, len(scalarKeys))
+	for k, v := range scalarKeys {
+		out[k] = fmt.Sprint(v)
+	}
+	return out
+}
+
+// FormatBytes spells n as ParseBytes reads it: 8MiB, 512KiB, or bytes.
+func FormatBytes(n int64) string {
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.mult && n%u.mult == 0 {
+			return strconv.FormatInt(n/u.mult, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
 }
 
 // Load reads the config file (may be "" when everything comes from the
@@ -218,6 +243,16 @@ func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string)
 		stateBase = ""
 	}
 	cfg.State.Dir = resolveStateDir(v.GetString("state.dir"), stateBase)
+	// capture.spill_dir: relative like state.dir; by default under it.
+	if dir := strings.TrimSpace(v.GetString("capture.spill_dir")); dir != "" {
+		spillBase := file
+		if s, ok := from["capture.spill_dir"]; ok && s != "capture.spill_dir" {
+			spillBase = ""
+		}
+		cfg.Capture.SpillDir = resolveStateDir(dir, spillBase)
+	} else {
+		cfg.Capture.SpillDir = filepath.Join(cfg.State.Dir, "spill")
+	}
 	cfg.Log = Log{Level: strings.ToLower(v.GetString("log.level")), Format: strings.ToLower(v.GetString("log.format"))}
 
 	var errs []string

@@ -32,7 +32,7 @@ func TestDefaults(t *testing.T) {
 		State:    State{Dir: DefaultStateDir},
 		Log:      Log{Level: "info", Format: "console"},
 		Backfill: Backfill{Workers: 0, BatchSize: DefaultBatchSize},
-		Capture:  Capture{MemoryBudget: DefaultMemoryBudget, StatusInterval: DefaultStatusInterval, Coalesce: DefaultCoalesce, BatchSize: DefaultBatchSize},
+		Capture:  Capture{MemoryBudget: DefaultMemoryBudget, StatusInterval: DefaultStatusInterval, Coalesce: DefaultCoalesce, BatchSize: DefaultBatchSize, SpillDir: DefaultStateDir + "/spill"},
 	}
 	cfg.Indexes = nil
 	if !reflect.DeepEqual(*cfg, want) {
@@ -73,7 +73,7 @@ capture:
 		State:    State{Dir: "/var/lib/flusso-pg"},
 		Log:      Log{Level: "debug", Format: "json"},
 		Backfill: Backfill{Workers: 4, BatchSize: 1000},
-		Capture:  Capture{MemoryBudget: 64 << 20, StatusInterval: 2 * time.Second, Coalesce: 500 * time.Microsecond, BatchSize: 250},
+		Capture:  Capture{MemoryBudget: 64 << 20, StatusInterval: 2 * time.Second, Coalesce: 500 * time.Microsecond, BatchSize: 250, SpillDir: "/var/lib/flusso-pg/spill"},
 	}
 	if !reflect.DeepEqual(*cfg, want) {
 		t.Errorf("\n got %+v\nwant %+v", *cfg, want)
@@ -504,5 +504,20 @@ func TestUnknownEnv(t *testing.T) {
 	got := UnknownEnv([]string{"FLUSSO_SORCE_DSN=x", "FLUSSO_SOURCE_DSN=y", "FLUSSO_CONFIG=z", "FLUSSO_PG_BIN=b", "HOME=/root"})
 	if len(got) != 1 || !strings.Contains(got[0], "FLUSSO_SORCE_DSN") || !strings.Contains(got[0], "did you mean FLUSSO_SOURCE_DSN?") {
 		t.Fatalf("UnknownEnv = %q, want one warning for FLUSSO_SORCE_DSN suggesting FLUSSO_SOURCE_DSN", got)
+	}
+}
+
+// The defaults table spells each default as a user would write it, from the
+// typed constants (one table: docs/configuration.md shows the same).
+func TestDefaultsTable(t *testing.T) {
+	d := Defaults()
+	for key, want := range map[string]string{"capture.memory_budget": "8MiB", "capture.status_interval": "10s", "capture.coalesce": "1ms", "backfill.batch_size": "500", "source.slot": "flusso"} {
+		if d[key] != want {
+			t.Errorf("default of %s = %q, want %q", key, d[key], want)
+		}
+	}
+	cfg, err := Parse([]byte("capture:\n  spill_dir: /data/spill\nindexes:\n  - name: p\n    table: public.p\n"))
+	if err != nil || cfg.Capture.SpillDir != "/data/spill" {
+		t.Fatalf("capture.spill_dir: %v, %+v", err, cfg)
 	}
 }

@@ -150,7 +150,7 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 		Publication:    f.cfg.Source.Publication,
 		Tables:         f.plan.CaptureColumns(),
 		MemoryBudget:   f.cfg.Capture.MemoryBudget,
-		TempDir:        os.TempDir(),
+		TempDir:        f.cfg.Capture.SpillDir,
 		StatusInterval: f.cfg.Capture.StatusInterval,
 		Coalesce:       coalesce(f.cfg.Capture.Coalesce),
 		Store:          f.store,
