@@ -17,9 +17,10 @@ IMAGE       ?= flusso-pg
 
 all: build
 
-## build: the binary in bin/, with the version stamped in (flusso-pg version)
+## build: the static binary in bin/ (CGO_ENABLED=0: no libc needed, it runs on scratch,
+## distroless and alpine), with the version stamped in (flusso-pg --version)
 build:
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/flusso-pg
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/flusso-pg
 
 ## test: every test, integration tests included, against a throwaway Postgres
 test:

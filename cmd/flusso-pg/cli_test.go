@@ -1,6 +1,9 @@
 package main
 
 import (
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -114,5 +117,33 @@ func TestRedactingWriter(t *testing.T) {
 	w.Write([]byte(`{"msg":"lookup TAILSECRET@127.0.0.1: no such host"}` + "\n"))
 	if strings.Contains(b.String(), "TAILSECRET") || !strings.Contains(b.String(), "xxxxx@127.0.0.1") {
 		t.Fatalf("redacted log line = %q", b.String())
+	}
+}
+
+func TestHealthProbe(t *testing.T) {
+	status := http.StatusOK
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/readyz" {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "backfilling\n")
+			return
+		}
+		w.WriteHeader(status)
+		io.WriteString(w, "ok\n")
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	out, _, err := run(t, "health", "--addr", addr)
+	if err != nil || out != "ok\n" {
+		t.Fatalf("health on a healthy follow: %q, %v", out, err)
+	}
+	_, _, err = run(t, "health", "--addr", addr, "--ready")
+	if exitCode(err) != 1 || !strings.Contains(err.Error(), "answers 503: backfilling") {
+		t.Fatalf("health --ready on a backfilling follow: %v", err)
+	}
+	srv.Close()
+	_, _, err = run(t, "health", "--addr", addr)
+	if exitCode(err) != 1 || !strings.Contains(err.Error(), "no answer from") {
+		t.Fatalf("health with nothing listening: %v", err)
 	}
 }

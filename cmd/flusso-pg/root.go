@@ -56,6 +56,7 @@ lines are flushed, so nothing is ever lost.`,
 		newExplainCmd(),
 		newDropCmd(),
 		newVersionCmd(),
+		newHealthCmd(),
 	)
 	// A wrong argument is a usage error (exit 2), like an unknown flag.
 	for _, c := range root.Commands() {

@@ -1,5 +1,5 @@
 // Package config reads flusso-pg's configuration: a YAML file (the keys of
-// SPEC.md and docs/configuration.md), FLUSSO_* environment variables that
+// docs/configuration.md), FLUSSO_* environment variables that
 // override its scalar keys (FLUSSO_SOURCE_DSN overrides source.dsn), and the
 // common command-line flags (--dsn, --slot, ...), which override both.
 //
