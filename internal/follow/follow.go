@@ -126,6 +126,12 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 		return err
 	}
 	f.plan = plan
+	for _, ix := range plan.Indexes {
+		// Every series exists from the start, so rate() alerts see a 0.
+		for _, op := range []string{output.OpUpsert, output.OpDelete} {
+			f.metrics.Documents.WithLabelValues(ix.Name(), op)
+		}
+	}
 
 	if _, err := provision.Ensure(work, f.pool, f.cfg, f.plan, f.store, f.log); err != nil {
 		return err
@@ -186,6 +192,8 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 		Fresh:     start.Created,
 		Progress:  os.Stderr,
 		Acks:      openAckCh != nil,
+		// Backfill lines count as documents written, as stream lines do.
+		OnLines: func(index string, n int) { f.metrics.Documents.WithLabelValues(index, output.OpUpsert).Add(float64(n)) },
 		OnProgress: func(index string, done, estimate int64) {
 			f.metrics.BackfillRows.WithLabelValues(index).Set(float64(done))
 			f.metrics.BackfillEstimate.WithLabelValues(index).Set(float64(estimate))

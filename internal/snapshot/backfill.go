@@ -34,6 +34,9 @@ type Config struct {
 	// the end, with the documents written and the estimate (pg_class.reltuples).
 	OnProgress func(index string, done, estimate int64)
 	Indexes    []string // only these indexes; empty: all
+	// OnLines is called with each batch of lines written (the documents
+	// counter of the metrics); nil: not called.
+	OnLines func(index string, n int)
 	// CheckpointInterval is how often progress is flushed and saved; 0 = 1 s.
 	CheckpointInterval time.Duration
 	// Acks: the reader acknowledges what it stored (--ack-fd/--ack-file):
@@ -300,6 +303,9 @@ func (b *Backfill) work(ctx context.Context, tx pgx.Tx, queue <-chan task) error
 			finished, err := b.ckpt.wrote(b.w, buf, t.lsn, t.ip, t.r, last, int64(n), done)
 			if err != nil {
 				return err
+			}
+			if n > 0 && b.cfg.OnLines != nil {
+				b.cfg.OnLines(name, n)
 			}
 			t.bar.add(int64(n))
 			if done {
