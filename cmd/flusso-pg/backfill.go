@@ -38,6 +38,9 @@ terminal, log lines otherwise.`,
 			defer log.Sync()
 			ignoreSIGPIPE()
 			indexes, _ := cmd.Flags().GetStringSlice("index")
+			if err := preflight(cmd.Context(), cfg.Source.DSN); err != nil {
+				return err
+			}
 			return runBackfill(cmd.Context(), cfg, indexes, log)
 		},
 	}

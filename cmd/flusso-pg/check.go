@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flusso-pg/flusso-pg/internal/build"
-	"github.com/flusso-pg/flusso-pg/internal/config"
 	"github.com/flusso-pg/flusso-pg/internal/provision"
 )
 
@@ -44,10 +43,10 @@ Exit code 0 when ready, 1 when not.`,
 			conn, err := pgx.Connect(ctx, cfg.Source.DSN)
 			if err != nil {
 				// Still a report, so --json readers get one.
+				f := describeConnect(cfg.Source.DSN, err)
 				report = &provision.Report{Publication: cfg.Source.Publication, Slot: cfg.Source.Slot, Provision: cfg.Source.Provision}
 				report.Add(provision.Finding{Check: provision.CheckConnection, Status: provision.Fail,
-					Message: fmt.Sprintf("cannot connect to %s: %v", config.RedactDSN(cfg.Source.DSN), err),
-					Fix:     "check source.dsn (host, port, user, password, database), that the server is running, and that pg_hba.conf lets this user connect from here"})
+					Message: fmt.Sprintf("cannot connect to %s: %s", f.dsn, f.cause), Fix: f.fix})
 			} else {
 				defer conn.Close(context.WithoutCancel(ctx))
 				plan, problems, compileErr := build.Compile(ctx, conn, cfg)

@@ -8,12 +8,10 @@ import (
 	"os"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/flusso-pg/flusso-pg/internal/change"
-	"github.com/flusso-pg/flusso-pg/internal/config"
 	"github.com/flusso-pg/flusso-pg/internal/provision"
 	"github.com/flusso-pg/flusso-pg/internal/state"
 )
@@ -45,9 +43,9 @@ another process (a running follow) is not dropped: stop that process first.`,
 			if ctx == nil {
 				ctx = context.Background()
 			}
-			conn, err := pgx.Connect(ctx, cfg.Source.DSN)
+			conn, err := connect(ctx, cfg.Source.DSN)
 			if err != nil {
-				return fmt.Errorf("connect to %s: %w", config.RedactDSN(cfg.Source.DSN), err)
+				return err
 			}
 			defer conn.Close(context.WithoutCancel(ctx))
 

@@ -47,6 +47,9 @@ exits 0. A reader that goes away (broken pipe) ends it with exit code 1.`,
 			if err := prepareSpillDir(cfg.Capture.SpillDir); err != nil {
 				return err
 			}
+			if err := preflight(cmd.Context(), cfg.Source.DSN); err != nil {
+				return err
+			}
 			f := follow.New(cfg, follow.Options{Listen: listen, AckFD: ackFD, AckFile: ackFile, Resync: resync, StopTimeout: stopTimeout}, log)
 			return f.Run(cmd.Context())
 		},

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/flusso-pg/flusso-pg/internal/build"
@@ -67,9 +66,9 @@ Exit code 1 when any problem is an error.`,
 // compilePlan connects to the source and compiles the config against its catalog.
 func compilePlan(cmd *cobra.Command, cfg *config.Config) (*build.Plan, []build.Problem, error) {
 	ctx := cmd.Context()
-	conn, err := pgx.Connect(ctx, cfg.Source.DSN)
+	conn, err := connect(ctx, cfg.Source.DSN)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to %s: %w", config.RedactDSN(cfg.Source.DSN), err)
+		return nil, nil, err
 	}
 	defer conn.Close(ctx)
 	return build.Compile(ctx, conn, cfg)

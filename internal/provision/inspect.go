@@ -373,10 +373,17 @@ func (in *inspection) publication(ctx context.Context, q build.Querier) error {
 		if t.Owned || in.superuser || !in.auto() {
 			continue
 		}
+		fix := fmt.Sprintf("%s  -- run as %s or a superuser; or: ALTER TABLE %s OWNER TO %s;",
+			addSQL(name, []*table{t}), change.QuoteIdentIfNeeded(t.Owner), t.name(), in.roleName())
+		if in.pub == nil {
+			// One CREATE PUBLICATION (the publication verdict) covers every
+			// table: a second one would fail when the fixes are run in order.
+			fix = fmt.Sprintf("ALTER TABLE %s OWNER TO %s;  -- so that flusso-pg may create the publication; or run the CREATE PUBLICATION above as %s or a superuser",
+				t.name(), in.roleName(), change.QuoteIdentIfNeeded(t.Owner))
+		}
 		r.add(Finding{Check: CheckOwnership, Status: need, Index: t.index(), Table: t.name(),
 			Message: fmt.Sprintf("role %s does not own table %s (its owner is %s), and only the owner may add a table to a publication", r.Role, t.name(), t.Owner),
-			Fix: fmt.Sprintf("%s  -- run as %s or a superuser; or: ALTER TABLE %s OWNER TO %s;",
-				addOrCreateSQL(name, in.pub == nil, []*table{t}, partitioned), change.QuoteIdentIfNeeded(t.Owner), t.name(), in.roleName())})
+			Fix:     fix})
 	}
 
 	// Coverage, table by table.
@@ -390,7 +397,10 @@ func (in *inspection) publication(ctx context.Context, q build.Querier) error {
 		}
 		f := Finding{Check: CheckCoverage, Status: Fail, Index: t.index(), Table: t.name(),
 			Message: fmt.Sprintf("table %s is not in publication %s, so its changes never reach flusso-pg", t.name(), name),
-			Fix:     addOrCreateSQL(name, in.pub == nil, []*table{t}, partitioned)}
+			Fix:     addSQL(name, []*table{t})}
+		if in.pub == nil {
+			f.Fix = "-- covered by the CREATE PUBLICATION above"
+		}
 		if in.auto() && in.addable(t) {
 			f.Status = Warn
 			f.Message += ": flusso-pg will add it (provision: auto)"
@@ -505,9 +515,4 @@ func addSQL(pub string, ts []*table) string {
 	return fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", change.QuoteIdentIfNeeded(pub), tableList(ts))
 }
 
-func addOrCreateSQL(pub string, create bool, ts []*table, viaRoot bool) string {
-	if create {
-		return createSQL(pub, ts, viaRoot)
-	}
-	return addSQL(pub, ts)
-}
+

@@ -207,8 +207,13 @@ func (r *Report) WriteJSON(w io.Writer) error {
 // under it, and a summary line.
 func (r *Report) WriteText(w io.Writer) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "flusso-pg check: database %s on PostgreSQL %s, role %s, publication %s, slot %s, provision %s\n\n",
-		r.Database, r.Server, r.Role, r.Publication, r.Slot, r.Provision)
+	if r.Server == "" {
+		// Not connected: no server, database or role to name.
+		fmt.Fprintf(&b, "flusso-pg check: not connected; publication %s, slot %s, provision %s\n\n", r.Publication, r.Slot, r.Provision)
+	} else {
+		fmt.Fprintf(&b, "flusso-pg check: database %s on PostgreSQL %s, role %s, publication %s, slot %s, provision %s\n\n",
+			r.Database, r.Server, r.Role, r.Publication, r.Slot, r.Provision)
+	}
 	width := 0
 	for _, f := range r.Findings {
 		width = max(width, len(f.Check))
