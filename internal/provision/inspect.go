@@ -514,5 +514,3 @@ func addSQL(pub string, ts []*table) string {
 	}
 	return fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", change.QuoteIdentIfNeeded(pub), tableList(ts))
 }
-
-
