@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -67,7 +66,7 @@ func runBackfill(ctx context.Context, cfg *config.Config, indexes []string, log 
 	if err != nil {
 		return err
 	}
-	if err := backfillProblems(problems); err != nil {
+	if err := build.Problems(problems).Err(); err != nil {
 		return err
 	}
 	out, err := output.Open(cfg.Output.Path)
@@ -95,25 +94,4 @@ func runBackfill(ctx context.Context, cfg *config.Config, indexes []string, log 
 		return fmt.Errorf("backfill: %w", err)
 	}
 	return nil
-}
-
-// backfillProblems turns the catalog problems of error severity into one error
-// listing each with its fix.
-func backfillProblems(problems []build.Problem) error {
-	var b strings.Builder
-	n := 0
-	for _, p := range problems {
-		if p.Severity != "error" {
-			continue
-		}
-		n++
-		b.WriteString("\n  " + p.Message)
-		if p.Fix != "" {
-			b.WriteString("\n    fix: " + p.Fix)
-		}
-	}
-	if n == 0 {
-		return nil
-	}
-	return fmt.Errorf("the config does not match the database (%d problems; `flusso-pg validate` lists them):%s", n, b.String())
 }

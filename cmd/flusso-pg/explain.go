@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -32,9 +33,10 @@ column). Paste a statement into psql with EXPLAIN ANALYZE to see its plan.`,
 				return err
 			}
 			if plan == nil {
-				var b strings.Builder
-				build.WriteProblems(&b, problems)
-				return &exitError{code: 1, msg: "the config does not match the database (run flusso-pg validate):\n" + strings.TrimRight(b.String(), "\n")}
+				if err := build.Problems(problems).Err(); err != nil {
+					return err
+				}
+				return errors.New("the config does not compile against the database: run flusso-pg validate")
 			}
 			out := cmd.OutOrStdout()
 			for _, ix := range plan.Indexes {

@@ -122,7 +122,7 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := problemsError(problems); err != nil {
+	if err := build.Problems(problems).Err(); err != nil {
 		return err
 	}
 	f.plan = plan
@@ -357,27 +357,6 @@ func (f *Follower) waitAcks(ctx context.Context) {
 	for f.confirmer.waiting() > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// problemsError turns the catalog problems of error severity into one error,
-// one line each.
-func problemsError(problems []build.Problem) error {
-	var msg string
-	n := 0
-	for _, p := range problems {
-		if p.Severity != "error" {
-			continue
-		}
-		n++
-		msg += "\n  " + p.Message
-		if p.Fix != "" {
-			msg += "\n    fix: " + p.Fix
-		}
-	}
-	if n == 0 {
-		return nil
-	}
-	return fmt.Errorf("the config does not match the database (%d problems; `flusso-pg validate` lists them):%s", n, msg)
 }
 
 func isClosed(c <-chan struct{}) bool {
