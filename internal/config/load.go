@@ -149,7 +149,51 @@ func parseYAML(data []byte) (*yaml.Node, error) {
 	if top.Kind != yaml.MappingNode {
 		return nil, fmt.Errorf("line %d: config: must be a mapping with keys %s", top.Line, strings.Join(sections, ", "))
 	}
+	if expandedSize(top, map[*yaml.Node]int{}) > maxExpanded {
+		return nil, fmt.Errorf("config: its aliases (*name) expand to more than %d values: write the repeated parts out, or use fewer aliases", maxExpanded)
+	}
+	resolveAliases(top, map[*yaml.Node]bool{})
 	return top, nil
+}
+
+// maxExpanded bounds what the aliases of a config may expand to, so an
+// alias bomb is refused instead of decoded.
+const maxExpanded = 1_000_000
+
+// expandedSize counts the nodes under n as if every alias were written out.
+func expandedSize(n *yaml.Node, memo map[*yaml.Node]int) int {
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		return expandedSize(n.Alias, memo)
+	}
+	if v, ok := memo[n]; ok {
+		return v
+	}
+	memo[n] = maxExpanded + 1 // a cycle counts as too many
+	total := 1
+	for _, c := range n.Content {
+		total += expandedSize(c, memo)
+		if total > maxExpanded {
+			break
+		}
+	}
+	memo[n] = total
+	return total
+}
+
+// resolveAliases replaces every alias (columns: *c) by the node it names,
+// so the decoder reads it like the anchored value.
+func resolveAliases(n *yaml.Node, seen map[*yaml.Node]bool) {
+	if seen[n] {
+		return
+	}
+	seen[n] = true
+	for i, c := range n.Content {
+		for c.Kind == yaml.AliasNode && c.Alias != nil {
+			c = c.Alias
+		}
+		n.Content[i] = c
+		resolveAliases(c, seen)
+	}
 }
 
 // sections are the top-level keys, in the order the docs give them.
@@ -188,9 +232,8 @@ func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string)
 			}
 		}
 	}
-	if err := d.err(); err != nil {
-		return nil, err
-	}
+	// Shape errors so far are reported with the value and index errors
+	// below: every problem at once.
 
 	// from records where each key's value came from, for messages and for
 	// resolving a relative state.dir.
@@ -282,15 +325,11 @@ func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string)
 	} else {
 		cfg.Capture.Coalesce = dur
 	}
-	if len(errs) > 0 {
-		return nil, errors.New(strings.Join(errs, "\n"))
-	}
-
 	if indexes != nil {
 		cfg.Indexes = d.indexes(indexes)
 	}
-	if err := d.err(); err != nil {
-		return nil, err
+	if all := append(d.errs, errs...); len(all) > 0 {
+		return nil, errors.New(strings.Join(all, "\n"))
 	}
 	label := func(path string) string {
 		if s, ok := from[path]; ok && s != path {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -519,5 +520,39 @@ func TestDefaultsTable(t *testing.T) {
 	cfg, err := Parse([]byte("capture:\n  spill_dir: /data/spill\nindexes:\n  - name: p\n    table: public.p\n"))
 	if err != nil || cfg.Capture.SpillDir != "/data/spill" {
 		t.Fatalf("capture.spill_dir: %v, %+v", err, cfg)
+	}
+}
+
+// Shape errors at the top, in a section and inside an index, and a bad
+// value, all come in one report (the index's used to wait for the others).
+func TestAllShapeErrorsAtOnce(t *testing.T) {
+	_, err := Parse([]byte("foo: 1\nsource:\n  slott: x\ncapture:\n  status_interval: 1ns\nindexes:\n  - name: p\n    table: public.p\n    colums: [a]\n"))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{`unknown key "foo"`, `unknown key "slott"`, `unknown key "colums"`, `capture.status_interval: "1ns"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the report lacks %s:\n%s", want, err)
+		}
+	}
+}
+
+// An alias reads like the anchored value; an alias bomb is refused.
+func TestYAMLAliases(t *testing.T) {
+	cfg, err := Parse([]byte("indexes:\n  - name: p\n    table: public.p\n    columns: &c [id, title]\n  - name: q\n    table: public.q\n    columns: *c\n"))
+	if err != nil {
+		t.Fatalf("an alias is refused: %v", err)
+	}
+	if got := cfg.Indexes[1].Columns; len(got) != 2 || got[1] != "title" {
+		t.Fatalf("columns: *c = %v", got)
+	}
+	bomb := "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+	prev := "a"
+	for _, n := range []string{"b", "c", "d", "e", "f", "g", "h"} {
+		bomb += fmt.Sprintf("%s: &%s [*%s, *%s, *%s, *%s, *%s, *%s, *%s, *%s, *%s, *%s]\n", n, n, prev, prev, prev, prev, prev, prev, prev, prev, prev, prev)
+		prev = n
+	}
+	if _, err := Parse([]byte(bomb)); err == nil || !strings.Contains(err.Error(), "aliases (*name) expand to more than") {
+		t.Fatalf("an alias bomb: %v", err)
 	}
 }
