@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -308,6 +309,10 @@ func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string)
 		return n
 	}
 	cfg.Backfill.Workers = num("backfill.workers")
+	if cfg.Backfill.Workers == 0 {
+		// 0 is "the number of CPUs": resolved here, once, for every package.
+		cfg.Backfill.Workers = runtime.NumCPU()
+	}
 	cfg.Backfill.BatchSize = num("backfill.batch_size")
 	cfg.Capture.BatchSize = num("capture.batch_size")
 	if b, err := ParseBytes(v.GetString("capture.memory_budget")); err != nil {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -32,7 +33,7 @@ func TestDefaults(t *testing.T) {
 		Output:   Output{Path: "-"},
 		State:    State{Dir: DefaultStateDir},
 		Log:      Log{Level: "info", Format: "console"},
-		Backfill: Backfill{Workers: 0, BatchSize: DefaultBatchSize},
+		Backfill: Backfill{Workers: runtime.NumCPU(), BatchSize: DefaultBatchSize},
 		Capture:  Capture{MemoryBudget: DefaultMemoryBudget, StatusInterval: DefaultStatusInterval, Coalesce: DefaultCoalesce, BatchSize: DefaultBatchSize, SpillDir: DefaultStateDir + "/spill"},
 	}
 	cfg.Indexes = nil
@@ -237,8 +238,8 @@ func TestFlagOverrides(t *testing.T) {
 			}
 		}},
 		{"a flag set to zero still counts", []string{"--workers", "0"}, map[string]string{"FLUSSO_BACKFILL_WORKERS": "8"}, func(t *testing.T, c *Config) {
-			if c.Backfill.Workers != 0 {
-				t.Errorf("workers = %d, want 0 from the flag", c.Backfill.Workers)
+			if c.Backfill.Workers != runtime.NumCPU() {
+				t.Errorf("workers = %d, want 0 from the flag, resolved to the %d CPUs", c.Backfill.Workers, runtime.NumCPU())
 			}
 		}},
 	}
