@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
@@ -100,7 +101,7 @@ func (p *DropPlan) Describe() []string {
 		out = append(out, fmt.Sprintf("keep publication %s: flusso-pg did not create it (drop it yourself with DROP PUBLICATION %s;)", p.Publication, change.QuoteIdentIfNeeded(p.Publication)))
 	}
 	if len(p.Records) > 0 {
-		out = append(out, fmt.Sprintf("remove the slot's state records (%v)", p.Records))
+		out = append(out, fmt.Sprintf("remove the slot's state records (%s)", strings.Join(p.Records, ", ")))
 	}
 	return out
 }

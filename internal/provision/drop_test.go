@@ -95,7 +95,7 @@ func TestDropCreatedPublication(t *testing.T) {
 		t.Fatalf("plan %+v", p)
 	}
 	desc := strings.Join(p.Describe(), "\n")
-	for _, s := range []string{"drop replication slot " + f.slot, "drop publication " + f.pub + " (flusso-pg created it)", "remove the slot's state records"} {
+	for _, s := range []string{"drop replication slot " + f.slot, "drop publication " + f.pub + " (flusso-pg created it)", "remove the slot's state records (identity"} {
 		if !strings.Contains(desc, s) {
 			t.Errorf("description lacks %q:\n%s", s, desc)
 		}
