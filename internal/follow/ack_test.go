@@ -226,3 +226,50 @@ index.close()
 	}
 	_ = context.Background
 }
+
+// The two-FIFO shape of docs/deployment.md: flusso-pg writes to one FIFO
+// (--output), the example reader reads it and acknowledges through the
+// other; neither open order deadlocks a backfill larger than a pipe.
+func TestAckReaderTwoFIFOs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test: skipped on purpose under -short")
+	}
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 is not installed: the example reader cannot run")
+	}
+	db := blog(t, 50, 2000, 500)
+	dir := t.TempDir()
+	cfg := writeConfig(t, db, dir, "")
+	docs, acks := filepath.Join(dir, "docs"), filepath.Join(dir, "acks")
+	for _, f := range []string{docs, acks} {
+		if err := syscall.Mkfifo(f, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	index := filepath.Join(dir, "docs.ndjson")
+	example := filepath.Join(pgtest.RepoRoot(t), "docs/examples/ack_reader.py")
+	p := &ackPipeline{stderr: &logBuf{}, done: make(chan error, 1)}
+	// The reader first, as an indexer container that starts before flusso-pg.
+	p.reader = exec.Command("sh", "-c", `exec python3 "$0" --ack-file "$1" --index-file "$2" < "$3"`, example, acks, index, docs)
+	p.reader.Stderr = p.stderr
+	if err := p.reader.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	p.follow = exec.Command(binary, "follow", "--config", cfg, "--output", docs, "--ack-file", acks)
+	p.follow.Stderr = p.stderr
+	if err := p.follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.follow.Wait() }()
+	t.Cleanup(func() {
+		p.follow.Process.Kill()
+		p.reader.Process.Kill()
+		<-p.done
+		p.reader.Wait()
+		if t.Failed() {
+			t.Logf("stderr:\n%s", tailString(p.stderr.String(), 4000))
+		}
+	})
+	waitIndexed(t, index, 2000, p, 90*time.Second)
+}
