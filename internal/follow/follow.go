@@ -92,6 +92,7 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 	go func() {
 		select {
 		case <-stop:
+			f.log.Info("stopping: finishing the transaction in hand, then flushing and confirming", zap.Duration("stop_timeout", f.opts.StopTimeout))
 			t := time.NewTimer(f.opts.StopTimeout)
 			defer t.Stop()
 			select {
@@ -266,6 +267,9 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 	if err != nil && !errors.Is(err, context.Canceled) {
 		f.metrics.SetFailed(config.Redact(err.Error(), config.Secrets(f.cfg.Source.DSN))) // /healthz quotes no password
 		return err
+	}
+	if isClosed(stop) && !expired.Load() {
+		f.log.Info("stopped cleanly: everything written is flushed and confirmed")
 	}
 	return nil
 }

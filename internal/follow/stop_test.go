@@ -103,4 +103,9 @@ func TestSIGHUPStopsGracefully(t *testing.T) {
 	if code := p.stop(t, syscall.SIGHUP, 15*time.Second); code != 0 {
 		t.Fatalf("exit code %d after SIGHUP, want 0 (a graceful stop)\n%s", code, tailString(p.stderr.String(), 2000))
 	}
+	for _, want := range []string{"stopping: finishing the transaction in hand", "stopped cleanly"} {
+		if !strings.Contains(p.stderr.String(), want) {
+			t.Errorf("no %q in the log: a clean stop must be told from a crash\n%s", want, tailString(p.stderr.String(), 2000))
+		}
+	}
 }
