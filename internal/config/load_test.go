@@ -557,3 +557,21 @@ func TestYAMLAliases(t *testing.T) {
 		t.Fatalf("an alias bomb: %v", err)
 	}
 }
+
+func TestScalarBounds(t *testing.T) {
+	idx := "indexes:\n  - name: p\n    table: public.p\n"
+	for _, tc := range []struct{ yaml, want string }{
+		{"backfill:\n  batch_size: 100001\n", "backfill.batch_size: must be from 1 to 100000"},
+		{"capture:\n  batch_size: 0\n", "capture.batch_size: must be from 1 to 100000"},
+		{"backfill:\n  workers: 1000\n", "backfill.workers: must be from 0 (the number of CPUs) to 256"},
+		{"capture:\n  memory_budget: 1KiB\n", "capture.memory_budget: must be at least 64KiB"},
+	} {
+		_, err := Parse([]byte(tc.yaml + idx))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+	if _, err := Parse([]byte("backfill:\n  batch_size: 100000\n  workers: 256\ncapture:\n  memory_budget: 64KiB\n" + idx)); err != nil {
+		t.Errorf("the bounds themselves are refused: %v", err)
+	}
+}

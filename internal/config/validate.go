@@ -18,6 +18,15 @@ func (c *Config) Validate() error {
 
 // validate is Validate with messages that say where a value came from:
 // label turns a key path into "line 12: path" or "path (from FLUSSO_...)".
+// Bounds of the scalar keys: beyond them a setting only hurts (one query
+// building millions of documents at once, thousands of connections, every
+// transaction spilled to disk).
+const (
+	MaxBatchSize    = 100_000
+	MaxWorkers      = 256
+	MinMemoryBudget = 64 << 10
+)
+
 func (c *Config) validate(label func(path string) string) error {
 	v := validator{label: label}
 	switch c.Source.Provision {
@@ -44,11 +53,17 @@ func (c *Config) validate(label func(path string) string) error {
 	default:
 		v.add("log.format", "%q is not one of console, json", c.Log.Format)
 	}
-	if c.Backfill.BatchSize == 0 {
-		v.add("backfill.batch_size", "must be at least 1")
+	if c.Backfill.BatchSize == 0 || c.Backfill.BatchSize > MaxBatchSize {
+		v.add("backfill.batch_size", "must be from 1 to %d", MaxBatchSize)
 	}
-	if c.Capture.BatchSize == 0 {
-		v.add("capture.batch_size", "must be at least 1")
+	if c.Capture.BatchSize == 0 || c.Capture.BatchSize > MaxBatchSize {
+		v.add("capture.batch_size", "must be from 1 to %d", MaxBatchSize)
+	}
+	if c.Backfill.Workers > MaxWorkers {
+		v.add("backfill.workers", "must be from 0 (the number of CPUs) to %d", MaxWorkers)
+	}
+	if c.Capture.MemoryBudget > 0 && c.Capture.MemoryBudget < MinMemoryBudget {
+		v.add("capture.memory_budget", "must be at least 64KiB (smaller spills every transaction to disk)")
 	}
 	if len(c.Indexes) == 0 {
 		v.add("indexes", "no index is configured: add at least one under indexes:")
