@@ -243,7 +243,12 @@ func RedactDSN(dsn string) string {
 	// "/"): drop the whole user info, up to the last "@".
 	scheme, rest, _ := strings.Cut(dsn, "://")
 	if at := strings.LastIndex(rest, "@"); at >= 0 {
-		rest = Redacted + rest[at:]
+		// Keep the user (up to the first ":" or "@"), when there is a password.
+		if end := strings.IndexAny(rest, ":@"); end >= 0 && rest[end] == ':' && end < at {
+			rest = rest[:end] + ":" + Redacted + rest[at:]
+		} else {
+			rest = Redacted + rest[at:]
+		}
 	}
 	return scheme + "://" + queryPassword.ReplaceAllString(rest, "${1}"+Redacted)
 }

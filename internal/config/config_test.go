@@ -17,7 +17,7 @@ func TestRedactDSN(t *testing.T) {
 		{"sslpassword in the query", "postgres://db/app?sslpassword=s3cret", "postgres://db/app?sslpassword=xxxxx"},
 		{"socket url", "postgres:///app?host=/var/run/postgresql&password=s3cret", "postgres:///app?host=/var/run/postgresql&password=xxxxx"},
 		{"several hosts", "postgres://flusso:s3cret@h1:5432,h2:5433/app", "postgres://flusso:xxxxx@h1:5432,h2:5433/app"},
-		{"unescaped @ and / in the password", "postgres://flusso:pa@ss/word@db/app", "postgres://xxxxx@db/app"},
+		{"unescaped @ and / in the password", "postgres://flusso:pa@ss/word@db/app", "postgres://flusso:xxxxx@db/app"},
 		{"upper-case scheme", "POSTGRES://flusso:s3cret@db/app", "postgres://flusso:xxxxx@db/app"},
 		{"key=value", "host=db user=flusso password=s3cret dbname=app", "host=db user=flusso password=xxxxx dbname=app"},
 		{"key=value, quoted password", "host=db password='s3 cr\\'et' dbname=app", "host=db password=xxxxx dbname=app"},
