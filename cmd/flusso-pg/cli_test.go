@@ -74,6 +74,11 @@ func TestConfigFileSearch(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), "flusso.yaml: line 1: ") {
 		t.Fatalf("--config does not win over FLUSSO_CONFIG: %v", err)
 	}
+	t.Setenv("FLUSSO_CONFIG", filepath.Join(dir, "missing.yaml"))
+	_, _, err = run(t, "validate")
+	if err == nil || !strings.HasPrefix(err.Error(), "FLUSSO_CONFIG names a config file that cannot be read") {
+		t.Fatalf("a missing FLUSSO_CONFIG file: %v", err)
+	}
 }
 
 func TestUnknownEnvNamedInError(t *testing.T) {

@@ -116,6 +116,11 @@ func loadConfig(cmd *cobra.Command) (*config.Config, *zap.Logger, error) {
 		return nil, nil, fmt.Errorf("%w\n%s", err, strings.Join(unknown, "\n"))
 	}
 	file := configFile(cmd)
+	if flagFile, _ := cmd.Flags().GetString("config"); flagFile == "" && file != "" && file == os.Getenv(config.ConfigEnv) {
+		if _, err := os.Stat(file); err != nil {
+			return fail(fmt.Errorf("%s names a config file that cannot be read (%w)", config.ConfigEnv, err))
+		}
+	}
 	cfg, err := config.Load(file, cmd.Flags())
 	if err != nil {
 		if file == "" && len(strings.Split(err.Error(), "\n")) == 1 && strings.Contains(err.Error(), "no index is configured") {
