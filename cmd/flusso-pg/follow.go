@@ -22,8 +22,11 @@ rebuilds the affected documents and writes one NDJSON line each to stdout
 (or output.path). The slot is confirmed only past lines that are flushed, or,
 with --ack-fd / --ack-file, past the LSNs the reader writes back.
 
-SIGINT or SIGTERM finishes the transaction in hand, flushes, confirms and
-exits 0. A reader that goes away (broken pipe) ends it with exit code 1.`,
+SIGINT, SIGTERM or SIGHUP finishes the transaction in hand, flushes, confirms
+and exits 0; a stop that cannot finish within 10 s (the reader stopped
+reading) exits 1 a second later, confirming nothing more, and a second signal
+does so at once. A reader that goes away (broken pipe) ends it with exit code
+1. With --ack-file, either side may open the FIFO first. See docs/cli.md.`,
 		Example: `  flusso-pg follow --config flusso.yaml | my-indexer
   flusso-pg follow --config flusso.yaml --listen :9187
   flusso-pg follow --config flusso.yaml --ack-file /run/flusso/acks.fifo | my-indexer`,
