@@ -13,6 +13,7 @@ import (
 	"github.com/flusso-pg/flusso-pg/internal/build"
 	"github.com/flusso-pg/flusso-pg/internal/config"
 	"github.com/flusso-pg/flusso-pg/internal/output"
+	"github.com/flusso-pg/flusso-pg/internal/pgsession"
 	"github.com/flusso-pg/flusso-pg/internal/snapshot"
 )
 
@@ -57,7 +58,7 @@ func runBackfill(ctx context.Context, cfg *config.Config, indexes []string, log 
 		workers = runtime.NumCPU()
 	}
 	// One connection per worker, and one to plan with.
-	pool, err := build.OpenPool(ctx, cfg.Source.DSN, max(workers+1, 2))
+	pool, err := pgsession.OpenPool(ctx, cfg.Source.DSN, max(workers+1, 2))
 	if err != nil {
 		return err
 	}

@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/flusso-pg/flusso-pg/internal/build"
+	"github.com/flusso-pg/flusso-pg/internal/pgsession"
 	"github.com/flusso-pg/flusso-pg/internal/provision"
 )
 
@@ -40,7 +40,7 @@ Exit code 0 when ready, 1 when not.`,
 				ctx = context.Background()
 			}
 			var report *provision.Report
-			conn, err := pgx.Connect(ctx, cfg.Source.DSN)
+			conn, err := pgsession.Connect(ctx, cfg.Source.DSN)
 			if err != nil {
 				// Still a report, so --json readers get one.
 				f := describeConnect(cfg.Source.DSN, err)

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/flusso-pg/flusso-pg/internal/config"
+	"github.com/flusso-pg/flusso-pg/internal/pgsession"
 )
 
 // connectFailure is a failed connection described in one line: the cause
@@ -98,7 +99,7 @@ func oneLine(s string) string {
 
 // connect opens one connection to dsn, or returns the failure described.
 func connect(ctx context.Context, dsn string) (*pgx.Conn, error) {
-	conn, err := pgx.Connect(ctx, dsn)
+	conn, err := pgsession.Connect(ctx, dsn)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

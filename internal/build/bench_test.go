@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/flusso-pg/flusso-pg/internal/pgsession"
 )
 
 // BenchmarkBlogDocuments builds every document of the blog workload
@@ -31,7 +33,7 @@ func BenchmarkBlogDocuments(b *testing.B) {
 	ix := p.Indexes[0]
 	ctx := context.Background()
 	// COPY runs as psql would, with the server's settings; documents run on
-	// a connection with RuntimeParams, as flusso-pg's own connections do.
+	// a connection with pgsession.Params(), as flusso-pg's own connections do.
 	// FLUSSO_BENCH_JIT=on|off sets jit on both.
 	copyConn, err := db.Pool.Acquire(ctx)
 	if err != nil {
@@ -43,7 +45,7 @@ func BenchmarkBlogDocuments(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer conn.Release()
-	for k, v := range RuntimeParams {
+	for k, v := range pgsession.Params() {
 		if _, err := conn.Exec(ctx, "SELECT set_config($1, $2, false)", k, v); err != nil {
 			b.Fatal(err)
 		}

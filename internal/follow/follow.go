@@ -18,6 +18,7 @@ import (
 	"github.com/flusso-pg/flusso-pg/internal/config"
 	"github.com/flusso-pg/flusso-pg/internal/metrics"
 	"github.com/flusso-pg/flusso-pg/internal/output"
+	"github.com/flusso-pg/flusso-pg/internal/pgsession"
 	"github.com/flusso-pg/flusso-pg/internal/provision"
 	"github.com/flusso-pg/flusso-pg/internal/snapshot"
 	"github.com/flusso-pg/flusso-pg/internal/state"
@@ -112,7 +113,7 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 	if workers <= 0 {
 		workers = runtime.NumCPU()
 	}
-	f.pool, err = build.OpenPool(work, f.cfg.Source.DSN, max(workers+2, 4))
+	f.pool, err = pgsession.OpenPool(work, f.cfg.Source.DSN, max(workers+2, 4))
 	if err != nil {
 		return err
 	}
@@ -134,7 +135,7 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 		}
 	}
 
-	if _, err := provision.Ensure(work, f.pool, f.cfg, f.plan, f.store, f.log); err != nil {
+	if _, err := provision.Ensure(work, pgsession.ReadWrite(f.pool), f.cfg, f.plan, f.store, f.log); err != nil {
 		return err
 	}
 
