@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -14,24 +15,50 @@ import (
 // Key is a root key: the key columns' values in Postgres text format, in key order.
 type Key []string
 
-// String joins the values with ":", as the "id" field of a line.
-func (k Key) String() string { return strings.Join(k, ":") }
+// String gives the key as one string, the "id" field of a line: the value
+// of a one-column key as it is; a composite key's values joined with ":",
+// each with "\" written "\\" and ":" written "\:", so that distinct keys
+// never share an id (('x:y','z') is x\:y:z, ('x','y:z') is x:y\:z).
+func (k Key) String() string {
+	if len(k) == 1 {
+		return k[0]
+	}
+	n := len(k)
+	for _, v := range k {
+		n += len(v) + strings.Count(v, ":") + strings.Count(v, `\`)
+	}
+	b := make([]byte, 0, n)
+	for i, v := range k {
+		if i > 0 {
+			b = append(b, ':')
+		}
+		for j := 0; j < len(v); j++ {
+			if c := v[j]; c == ':' || c == '\\' {
+				b = append(b, '\\')
+			}
+			b = append(b, v[j])
+		}
+	}
+	return string(b)
+}
 
 // Doc is one built document. Its byte slices alias the driver's buffer:
 // they are valid only during the callback.
+//
+// Key and ID spell the key as the root row does (t0.<key>: citext's case,
+// numeric's scale), whatever spelling looked the row up; only a delete,
+// whose row is gone, spells it as the looked-up value (cast to the key's
+// type and printed back by the server). When a key was looked up in a
+// spelling the row does not have (a child's citext foreign key in another
+// case, 2 for the row's 2.0), Build hands out a delete under that spelling
+// first and then the upsert under the row's: an id no row spells never
+// holds a document.
 type Doc struct {
 	Key    []byte // JSON object of the root key columns as to_json gives them: {"id":42}
-	ID     string // the key values (text form) joined with ":"
-	Values Key    // the key values in text form
+	ID     string // the key as one string (Key.String of the text form)
+	Values Key    // Build: the key exactly as passed in; Scan: the row's key in text form
 	Doc    []byte // the JSON document; nil when the root row is gone or no longer matches the root's where
 }
-
-// RuntimeParams are the session settings document queries run best with.
-// A batch of a few thousand documents costs enough for the planner to JIT
-// compile it, and the compilation (100 ms and more) is paid again on every
-// batch; the queries are index lookups that JIT does not speed up. OpenPool
-// sets them on every connection.
-var RuntimeParams = map[string]string{"jit": "off"}
 
 // maxPairs is how many name/value pairs go into one json_build_object call:
 // Postgres caps a function call at 100 arguments.
@@ -216,20 +243,20 @@ func (g *sqlgen) value(n *node, a string) (expr, joins string) {
 	return g.object(n, a)
 }
 
-// order gives the ORDER BY terms of an array: order_by, else the key, so a
-// document is the same every time it is built.
+// order gives the ORDER BY terms of an array: order_by, then the key as
+// the last tie-breaker, so a document (and which rows a limit keeps) is the
+// same every time it is built, by backfill and follow alike.
 func order(n *node, a string) string {
 	var terms []string
-	if len(n.orderBy) > 0 {
-		for _, o := range n.orderBy {
-			t := col(a, o.Column)
-			if o.Desc {
-				t += " DESC"
-			}
-			terms = append(terms, t)
+	for _, o := range n.orderBy {
+		t := col(a, o.Column)
+		if o.Desc {
+			t += " DESC"
 		}
-	} else {
-		for _, k := range n.key {
+		terms = append(terms, t)
+	}
+	for _, k := range n.key {
+		if !slices.ContainsFunc(n.orderBy, func(o config.OrderBy) bool { return o.Column == k }) {
 			terms = append(terms, col(a, k))
 		}
 	}
@@ -305,28 +332,38 @@ func keyObject(cols, exprs []string) string {
 }
 
 // documentSQL is Build's statement: one text[] parameter per key column;
-// every key comes back, with a NULL document when its row is gone.
+// every key comes back: the key as passed in (i<n>), as looked up (its JSON
+// and texts, for a delete), and as the row spells it (d.key, d.r<n>; NULL
+// with a NULL document when the row is gone).
 func documentSQL(ix *Index) string {
 	g := &sqlgen{}
-	var vs, casts, keyExprs, texts, conds []string
+	var vs, casts, keyExprs, inputs, texts, rowExprs, rowTexts, conds []string
 	for i, c := range ix.keyCols {
 		v := "v" + strconv.Itoa(i)
 		k := "k" + strconv.Itoa(i)
 		vs = append(vs, v)
-		casts = append(casts, "v."+v+"::"+ix.keyType[i]+" AS "+k)
+		casts = append(casts, "v."+v+" AS i"+strconv.Itoa(i)+", v."+v+"::"+ix.keyType[i]+" AS "+k)
+		inputs = append(inputs, "k.i"+strconv.Itoa(i))
 		keyExprs = append(keyExprs, "k."+k)
 		texts = append(texts, "k."+k+"::text")
+		rowExprs = append(rowExprs, col("t0", c))
+		rowTexts = append(rowTexts, col("t0", c)+"::text AS r"+strconv.Itoa(i))
 		conds = append(conds, col("t0", c)+" = k."+k)
 	}
 	params := make([]string, len(vs))
 	for i := range vs {
 		params[i] = "$" + strconv.Itoa(i+1) + "::text[]"
 	}
+	var dr []string
+	for i := range ix.keyCols {
+		dr = append(dr, "d.r"+strconv.Itoa(i))
+	}
 	var b strings.Builder
-	b.WriteString("SELECT " + keyObject(ix.keyCols, keyExprs) + " AS key, " + strings.Join(texts, ", ") + ", d.doc\n")
+	b.WriteString("SELECT " + strings.Join(inputs, ", ") + ", " + keyObject(ix.keyCols, keyExprs) + " AS key, " + strings.Join(texts, ", ") +
+		", d.key, " + strings.Join(dr, ", ") + ", d.doc\n")
 	b.WriteString("FROM (SELECT " + strings.Join(casts, ", ") + " FROM unnest(" + strings.Join(params, ", ") + ") AS v(" + strings.Join(vs, ", ") + ")) AS k\n")
 	obj, joins := g.object(ix.root, "t0")
-	b.WriteString("LEFT JOIN LATERAL (SELECT " + obj + " AS doc\n")
+	b.WriteString("LEFT JOIN LATERAL (SELECT " + keyObject(ix.keyCols, rowExprs) + " AS key, " + strings.Join(rowTexts, ", ") + ", " + obj + " AS doc\n")
 	b.WriteString("  FROM " + from(ix.root.info, ix.root.where, "t0") + joins + " WHERE " + strings.Join(conds, " AND ") + ") AS d ON true")
 	return b.String()
 }
@@ -398,11 +435,57 @@ func (ix *Index) Build(ctx context.Context, q Querier, keys []Key, fn func(Doc) 
 	for i := range cols {
 		args[i] = cols[i]
 	}
-	_, _, err := ix.run(ctx, q, ix.docSQL, args, fn)
-	if err != nil {
+	if err := ix.runBuild(ctx, q, args, fn); err != nil {
 		return fmt.Errorf("index %s: build documents: %w", ix.Name(), err)
 	}
 	return nil
+}
+
+// runBuild reads Build's rows (inputs, looked-up key json and texts, row key
+// json and texts, doc) without copying the documents.
+func (ix *Index) runBuild(ctx context.Context, q Querier, args []any, fn func(Doc) error) error {
+	rows, err := q.Query(ctx, ix.docSQL, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	nk := len(ix.keyCols)
+	for rows.Next() {
+		raw := rows.RawValues()
+		if len(raw) != 3*nk+3 {
+			return fmt.Errorf("document query returned %d columns, want %d", len(raw), 3*nk+3)
+		}
+		input := make(Key, nk)
+		looked := make(Key, nk)
+		for i := range nk {
+			input[i] = string(raw[i])
+			looked[i] = string(raw[nk+1+i])
+		}
+		docRaw := raw[3*nk+2]
+		if docRaw == nil {
+			if err := fn(Doc{Key: raw[nk], ID: looked.String(), Values: input}); err != nil {
+				return err
+			}
+			continue
+		}
+		spelt := make(Key, nk)
+		same := true
+		for i := range nk {
+			spelt[i] = string(raw[2*nk+2+i])
+			same = same && spelt[i] == looked[i]
+		}
+		if !same {
+			// Looked up in a spelling the row does not have: no document
+			// may live under it.
+			if err := fn(Doc{Key: raw[nk], ID: looked.String(), Values: input}); err != nil {
+				return err
+			}
+		}
+		if err := fn(Doc{Key: raw[2*nk+1], ID: spelt.String(), Values: input, Doc: docRaw}); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }
 
 // Scan builds documents for root rows with key > after (nil: from the start)
@@ -440,7 +523,7 @@ func (ix *Index) Scan(ctx context.Context, q Querier, after, upTo Key, limit int
 	return last, n, nil
 }
 
-// run reads (key json, key texts..., doc) rows without copying the documents.
+// run reads Scan's (key json, key texts..., doc) rows without copying the documents.
 func (ix *Index) run(ctx context.Context, q Querier, sql string, args []any, fn func(Doc) error) (Key, int, error) {
 	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
@@ -459,12 +542,7 @@ func (ix *Index) run(ctx context.Context, q Querier, sql string, args []any, fn 
 		for i := range vals {
 			vals[i] = string(raw[1+i])
 		}
-		d := Doc{Key: raw[0], Values: vals, Doc: raw[nk+1]}
-		if nk == 1 {
-			d.ID = vals[0]
-		} else {
-			d.ID = strings.Join(vals, ":")
-		}
+		d := Doc{Key: raw[0], ID: vals.String(), Values: vals, Doc: raw[nk+1]}
 		if err := fn(d); err != nil {
 			return nil, n, err
 		}

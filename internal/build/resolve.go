@@ -170,7 +170,91 @@ func (p *Plan) ResolveSQL(t change.Table) string {
 // resolved from the old values as well as the new, so a deleted child or a
 // child moved to another parent rebuilds the old parent too. It runs at most
 // one query per table (plus one to look up TOAST values the server did not send).
+//
+// A TRUNCATE of a root drops the keys of the rows before it (their
+// documents go with the truncate line); the rows written after it in the
+// same batch (BEGIN; TRUNCATE t; INSERT ...; COMMIT) are resolved as usual.
 func (p *Plan) Resolve(ctx context.Context, q Querier, rows []change.Row) (*Affected, error) {
+	c := -1
+	for i := len(rows) - 1; i >= 0; i-- {
+		if rows[i].Op == change.Truncate && p.truncatesRoot(rows[i].Table) {
+			c = i
+			break
+		}
+	}
+	if c < 0 {
+		return p.resolveRows(ctx, q, rows)
+	}
+	before, err := p.Resolve(ctx, q, rows[:c])
+	if err != nil {
+		return nil, err
+	}
+	after, err := p.resolveRows(ctx, q, rows[c+1:])
+	if err != nil {
+		return nil, err
+	}
+	truncated, rebuild := map[*Index]bool{}, map[*Index]bool{}
+	for _, ix := range before.Truncated {
+		truncated[ix] = true
+	}
+	for _, o := range p.occurs[rows[c].Table] {
+		if len(o.hops) == 0 {
+			truncated[o.ix] = true
+		} else {
+			rebuild[o.ix] = true
+		}
+	}
+	for _, a := range []*Affected{before, after} {
+		for _, ix := range a.Rebuild {
+			rebuild[ix] = true
+		}
+	}
+	aff := &Affected{Keys: map[*Index][]Key{}}
+	cut := map[*Index]bool{}
+	for _, o := range p.occurs[rows[c].Table] {
+		cut[o.ix] = len(o.hops) == 0
+	}
+	for _, ix := range p.Indexes {
+		if truncated[ix] {
+			aff.Truncated = append(aff.Truncated, ix)
+		} else if rebuild[ix] {
+			aff.Rebuild = append(aff.Rebuild, ix)
+		}
+		seen := map[string]bool{}
+		for _, part := range []struct {
+			keys []Key
+			drop bool
+		}{{before.Keys[ix], cut[ix]}, {after.Keys[ix], false}} {
+			if part.drop {
+				continue
+			}
+			for _, k := range part.keys {
+				if id := strings.Join(k, "\x00"); !seen[id] {
+					seen[id] = true
+					aff.Keys[ix] = append(aff.Keys[ix], k)
+				}
+			}
+		}
+		if len(aff.Keys[ix]) == 0 {
+			delete(aff.Keys, ix)
+		}
+	}
+	return aff, nil
+}
+
+// truncatesRoot reports whether t is the root of some index.
+func (p *Plan) truncatesRoot(t change.Table) bool {
+	for _, o := range p.occurs[t] {
+		if len(o.hops) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// resolveRows resolves rows among which Resolve found no TRUNCATE of a
+// root (one would drop every key of its index from all of them).
+func (p *Plan) resolveRows(ctx context.Context, q Querier, rows []change.Row) (*Affected, error) {
 	aff := &Affected{Keys: map[*Index][]Key{}}
 	seen := map[*Index]map[string]bool{}
 	add := func(ix *Index, k Key) {
