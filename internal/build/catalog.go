@@ -34,6 +34,9 @@ type Column struct {
 	// its base type's): N numeric, S string, D date/time, B boolean, U user, A array...
 	Category string
 	BaseType string // the type, or a domain's base type, without modifier
+	// Generated is a GENERATED ALWAYS AS (...) STORED column: pgoutput does
+	// not send it (PG 18 only with publish_generated_columns).
+	Generated bool
 }
 
 // TableInfo is what the catalog says about one table.
@@ -63,6 +66,21 @@ func (t *TableInfo) ColumnNames() []string {
 	out := make([]string, len(t.Columns))
 	for i, c := range t.Columns {
 		out[i] = c.Name
+	}
+	return out
+}
+
+// IsTable reports whether the relation is a table or a partitioned table,
+// whose changes are in the WAL (not a view, materialized view or foreign table).
+func (t *TableInfo) IsTable() bool { return t.Kind == "r" || t.Kind == "p" }
+
+// generated lists the columns of cols that are generated.
+func (t *TableInfo) generated(cols []string) []string {
+	var out []string
+	for _, c := range cols {
+		if col, ok := t.Column(c); ok && col.Generated {
+			out = append(out, c)
+		}
 	}
 	return out
 }
@@ -181,7 +199,8 @@ FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamesp
 WHERE c.oid = pg_catalog.to_regclass($1)`
 
 const columnsSQL = `SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull,
-       t.typcategory::text, pg_catalog.format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END, NULL)
+       t.typcategory::text, pg_catalog.format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END, NULL),
+       a.attgenerated <> ''
 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum`
@@ -215,7 +234,7 @@ func loadTable(ctx context.Context, q Querier, t change.Table) (*TableInfo, erro
 	}
 	for rows.Next() {
 		var col Column
-		if err := rows.Scan(&col.Name, &col.Type, &col.NotNull, &col.Category, &col.BaseType); err != nil {
+		if err := rows.Scan(&col.Name, &col.Type, &col.NotNull, &col.Category, &col.BaseType, &col.Generated); err != nil {
 			rows.Close()
 			return nil, err
 		}

@@ -101,7 +101,17 @@ func Compile(ctx context.Context, q Querier, cfg *config.Config) (*Plan, []Probl
 	if err != nil {
 		return nil, nil, err
 	}
-	p, problems := NewPlan(cat, cfg)
+	p, indexes, problems := newPlan(cat, cfg)
+	// The where clauses are checked whatever else is wrong, so that every
+	// problem is reported at once.
+	more, err := checkWhere(ctx, q, indexes)
+	if err != nil {
+		return nil, problems, err
+	}
+	problems = append(problems, more...)
+	if hasError(more) {
+		p = nil
+	}
 	if p != nil {
 		more, err := checkSQL(ctx, q, p)
 		if err != nil {
@@ -145,6 +155,13 @@ func ConfigTables(cfg *config.Config) []string {
 // NewPlan compiles cfg against a loaded catalog. The plan is nil when any
 // problem is an error.
 func NewPlan(cat *Catalog, cfg *config.Config) (*Plan, []Problem) {
+	p, _, problems := newPlan(cat, cfg)
+	return p, problems
+}
+
+// newPlan is NewPlan that also returns the indexes' trees as far as they
+// could be compiled, even when there are errors.
+func newPlan(cat *Catalog, cfg *config.Config) (*Plan, []*Index, []Problem) {
 	c := &compiler{cat: cat}
 	p := &Plan{Catalog: cat}
 	for i := range cfg.Indexes {
@@ -155,7 +172,7 @@ func NewPlan(cat *Catalog, cfg *config.Config) (*Plan, []Problem) {
 		p.Indexes = append(p.Indexes, ix)
 	}
 	if hasError(c.problems) {
-		return nil, c.problems
+		return nil, p.Indexes, c.problems
 	}
 	for _, ix := range p.Indexes {
 		ix.keyCols = ix.root.key
@@ -171,7 +188,7 @@ func NewPlan(cat *Catalog, cfg *config.Config) (*Plan, []Problem) {
 		}
 	}
 	p.index()
-	return p, c.problems
+	return p, p.Indexes, c.problems
 }
 
 // Tables lists every table any index reads (roots, relations, join tables,
@@ -202,10 +219,27 @@ func (p *Plan) index() {
 			}
 		}
 	}
+	// The parent side of a join is never read from the row (resolution
+	// goes up from the child's columns), so a generated column there, which
+	// pgoutput does not send, is left out.
+	addParentCols := func(info *TableInfo, cols []string) {
+		var keep []string
+		for _, c := range cols {
+			if len(info.generated([]string{c})) == 0 {
+				keep = append(keep, c)
+			}
+		}
+		addCols(info, keep)
+	}
 	var keysFirst func(n *node)
 	keysFirst = func(n *node) {
 		if _, ok := p.keys[n.info.Table]; !ok || (n.kind == "root" && len(n.key) > 0) {
 			p.keys[n.info.Table] = n.key
+			if len(n.info.generated(n.key)) > 0 {
+				// Not in the WAL: a table below the root whose key is
+				// generated is resolved without lookups by key.
+				p.keys[n.info.Table] = nil
+			}
 		}
 		if n.through != nil {
 			if _, ok := p.keys[n.through.Table]; !ok {
@@ -228,14 +262,14 @@ func (p *Plan) index() {
 			thHops := append([]hop{{cols: n.join.Tos(), upper: n.parent.info, upCols: n.join.Froms()}}, up...)
 			p.occurs[n.through.Table] = append(p.occurs[n.through.Table], &occurrence{ix: ix, info: n.through, path: n.path + ".through", hops: thHops})
 			addCols(n.through, n.join.Tos())
-			addCols(n.through, n.targetJoin.Froms())
-			addCols(n.parent.info, n.join.Froms())
+			addParentCols(n.through, n.targetJoin.Froms())
+			addParentCols(n.parent.info, n.join.Froms())
 			up = append([]hop{{cols: n.targetJoin.Tos(), upper: n.through, upCols: n.targetJoin.Froms()}}, thHops...)
 			addCols(n.info, n.targetJoin.Tos())
 		} else if n.parent != nil {
 			up = append([]hop{{cols: n.join.Tos(), upper: n.parent.info, upCols: n.join.Froms()}}, up...)
 			addCols(n.info, n.join.Tos())
-			addCols(n.parent.info, n.join.Froms())
+			addParentCols(n.parent.info, n.join.Froms())
 		}
 		if n.parent == nil {
 			addCols(n.info, n.key)
@@ -273,9 +307,11 @@ func (c *compiler) root(ixc *config.Index) *node {
 		return n
 	}
 	n.key = c.key(n, path+".key", ixc.Key, true)
+	c.rootKey(n, path+".key")
 	n.columns = c.columns(n, path+".columns", ixc.Columns)
 	c.renames(n, path)
 	c.children(n, ixc.Relations, ixc.Aggregates)
+	c.fields(n)
 	c.rootIdentity(n)
 	return n
 }
@@ -319,6 +355,8 @@ func (c *compiler) relation(parent *node, r *config.Relation) *node {
 		c.joins(path+".through.target_join", n.through, n.info, n.targetJoin, "")
 		c.childIdentity(path+".through", n.through, n.join.Tos())
 		c.childIdentity(path, n.info, n.targetJoin.Tos())
+		c.generatedJoin(path+".through.join", n.through, n.join.Tos())
+		c.generatedJoin(path+".through.target_join", n.info, n.targetJoin.Tos())
 	} else {
 		toOne := ""
 		if r.Kind == config.BelongsTo {
@@ -326,8 +364,12 @@ func (c *compiler) relation(parent *node, r *config.Relation) *node {
 		}
 		c.joins(path+".join", parent.info, n.info, n.join, toOne)
 		c.childIdentity(path, n.info, n.join.Tos())
+		c.generatedJoin(path+".join", n.info, n.join.Tos())
 	}
 	c.children(n, r.Relations, r.Aggregates)
+	if !n.scalar {
+		c.fields(n)
+	}
 	return n
 }
 
@@ -356,14 +398,15 @@ func (c *compiler) aggregate(parent *node, a *config.Aggregate) *node {
 	}
 	c.joins(path+".join", parent.info, n.info, n.join, "")
 	c.childIdentity(path, n.info, n.join.Tos())
+	c.generatedJoin(path+".join", n.info, n.join.Tos())
 	return n
 }
 
 func (c *compiler) table(path, name string) *TableInfo {
 	if info := c.cat.Lookup(name); info != nil {
-		if info.Kind != "r" && info.Kind != "p" {
+		if !info.IsTable() {
 			c.add(Problem{Severity: SeverityWarning, Code: "not_a_table", Path: path, Table: info.Table.String(),
-				Message: fmt.Sprintf("%s is not a table (relkind %s): its changes are not in the WAL, so documents do not follow them", info.Table, info.Kind)})
+				Message: fmt.Sprintf("%s is %s, not a table: its changes are not in the WAL, so documents do not follow them (fine for a one-shot backfill)", info.Table, relkindName(info.Kind))})
 		}
 		return info
 	}
@@ -416,8 +459,16 @@ func (c *compiler) key(n *node, path string, configured []string, required bool)
 		sev = SeverityError
 		msg = fmt.Sprintf("root table %s has no primary key and no key: is given, so documents have no id", n.info.Table)
 	}
-	c.add(Problem{Severity: sev, Code: "no_key", Path: path, Table: n.info.Table.String(), Message: msg,
-		Fix: fmt.Sprintf("ALTER TABLE %s ADD PRIMARY KEY (...);  -- or set key: [column, ...] in the config", n.info.Table)})
+	fix := fmt.Sprintf("ALTER TABLE %s ADD PRIMARY KEY (...);  -- or set key: [column, ...] in the config", n.info.Table)
+	if !n.info.IsTable() {
+		if !required {
+			return nil // not_a_table already says what matters
+		}
+		msg = fmt.Sprintf("root %s is %s, which has no primary key, so documents have no id; and its changes are not in the WAL, so they would not follow it either: index the table it reads instead (or set key: [column, ...] for a one-shot backfill)",
+			n.info.Table, relkindName(n.info.Kind))
+		fix = ""
+	}
+	c.add(Problem{Severity: sev, Code: "no_key", Path: path, Table: n.info.Table.String(), Message: msg, Fix: fix})
 	return nil
 }
 

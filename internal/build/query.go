@@ -317,7 +317,8 @@ func (g *sqlgen) child(n *node, up string) string {
 }
 
 // keyObject gives the key as compact JSON text, {"id":42}, each value as
-// to_json prints it.
+// to_json prints it (null for a NULL, which validate refuses for tables
+// but a view's key: may still give: the line stays JSON).
 func keyObject(cols, exprs []string) string {
 	parts := make([]string, len(cols))
 	for i, c := range cols {
@@ -326,7 +327,7 @@ func keyObject(cols, exprs []string) string {
 		if i == 0 {
 			sep = "{"
 		}
-		parts[i] = lit(sep+string(name)+":") + " || to_json(" + exprs[i] + ")::text"
+		parts[i] = lit(sep+string(name)+":") + " || COALESCE(to_json(" + exprs[i] + ")::text, 'null')"
 	}
 	return "(" + strings.Join(parts, " || ") + " || '}')"
 }
