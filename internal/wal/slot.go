@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/flusso-pg/flusso-pg/internal/change"
+	"github.com/flusso-pg/flusso-pg/internal/pgsession"
 	"github.com/flusso-pg/flusso-pg/internal/state"
 )
 
@@ -284,6 +285,11 @@ func (c *Capture) connect(ctx context.Context) (*pgconn.PgConn, error) {
 		return nil, fmt.Errorf("parse dsn: %w", err)
 	}
 	pc.RuntimeParams["replication"] = "database"
+	// pgoutput prints values with the walsender's settings: the same text
+	// settings as the build sessions, so keys match whatever the role says.
+	for k, v := range pgsession.TextParams() {
+		pc.RuntimeParams[k] = v
+	}
 	if pc.ConnectTimeout == 0 {
 		pc.ConnectTimeout = 15 * time.Second
 	}
