@@ -154,6 +154,12 @@ func xWaitFold(t *testing.T, p *proc, out, cfg string, round int, timeout time.D
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
+		select {
+		case err := <-p.done:
+			p.done <- err // for the cleanup
+			t.Fatalf("round %d: flusso-pg exited: %v\nstderr:\n%s", round, err, tailString(p.stderr.String(), 3000))
+		default:
+		}
 		got := xFold(t, out)
 		if m := got["marker"]["1"]; m != nil && fmt.Sprint(m.(map[string]any)["round"]) == fmt.Sprint(round) {
 			want := xBackfill(t, cfg)
