@@ -113,7 +113,7 @@ ANALYZE;`)
 	for _, l := range lines {
 		if l.Index == "accounts" {
 			var want string
-			if err := db.Pool.QueryRow(ctxT(t), `SELECT (k->>'tenant') || ':' || (k->>'id') FROM (SELECT $1::json AS k) s`, string(l.Key)).Scan(&want); err != nil {
+			if err := db.Pool.QueryRow(ctxT(t), `SELECT replace(replace(k->>'tenant', '\', '\\'), ':', '\:') || ':' || replace(replace(k->>'id', '\', '\\'), ':', '\:') FROM (SELECT $1::json AS k) s`, string(l.Key)).Scan(&want); err != nil {
 				t.Fatal(err)
 			}
 			if l.ID != want {
