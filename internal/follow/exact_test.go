@@ -37,6 +37,11 @@ CREATE TABLE reload (id bigint PRIMARY KEY, v text);
 CREATE TABLE fk (f float8 PRIMARY KEY, v text);
 CREATE TABLE dk (d date, t timestamptz, v text, PRIMARY KEY (d, t));
 CREATE TABLE marker (id int PRIMARY KEY, round int);
+CREATE TABLE gposts (id bigint PRIMARY KEY, title text, slug text GENERATED ALWAYS AS (lower(title)) STORED);
+CREATE TABLE grefs (id bigint PRIMARY KEY, post_slug text, body text);
+ALTER TABLE grefs REPLICA IDENTITY FULL;
+INSERT INTO gposts VALUES (1, 'Hello'), (2, 'World');
+INSERT INTO grefs VALUES (1, 'hello', 'r1'), (2, 'world', 'r2'), (3, 'hello!', 'r3');
 ALTER TABLE posts REPLICA IDENTITY FULL;
 ALTER TABLE nk REPLICA IDENTITY FULL;
 ALTER TABLE c2kids REPLICA IDENTITY FULL;
@@ -69,6 +74,10 @@ indexes:
   - {name: fk, table: fk}
   - {name: dk, table: dk}
   - {name: marker, table: marker}
+  - name: gposts
+    table: gposts
+    relations:
+      - {name: refs, table: grefs, kind: has_many, join: {slug: post_slug}, columns: [id, body]}
 `
 
 // TestExactKeysAndReloads runs a seeded random workload of those patterns
@@ -102,7 +111,13 @@ func TestExactKeysAndReloads(t *testing.T) {
 		for i := 0; i < 25; i++ {
 			nextID++
 			var sql string
-			switch rnd.Intn(12) {
+			switch rnd.Intn(14) {
+			case 12:
+				// A generated column on the parent side of a join: not in the
+				// stream, not needed from it.
+				sql = "UPDATE gposts SET title = title || '!' WHERE id = 1 + " + fmt.Sprint(rnd.Intn(2))
+			case 13:
+				sql = fmt.Sprintf("INSERT INTO grefs VALUES (%d, %s, 'g%d'); UPDATE grefs SET post_slug = %s WHERE id = 1", nextID, lit([]string{"hello", "hello!", "world!"}[rnd.Intn(3)]), nextID, lit([]string{"hello", "hello!!", "world"}[rnd.Intn(3)]))
 			case 0:
 				sql = fmt.Sprintf("INSERT INTO posts VALUES (%d, %s, 'p%d')", nextID, lit(cases[rnd.Intn(len(cases))]), nextID)
 			case 1:
@@ -316,4 +331,36 @@ func union(a, b map[string]map[string]any) map[string]bool {
 		out[k] = true
 	}
 	return out
+}
+
+// TestWhereNextvalRefusedByFollow: follow refuses a where that calls
+// nextval() at start, naming it, and the sequence does not move.
+func TestWhereNextvalRefusedByFollow(t *testing.T) {
+	db := pgtest.NewDB(t)
+	db.Exec(t, "CREATE SEQUENCE s; CREATE TABLE posts (id bigint PRIMARY KEY, title text); INSERT INTO posts VALUES (1, 'a'), (5000, 'b')")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "flusso.yaml")
+	conf := fmt.Sprintf("source:\n  dsn: %s\n  slot: %s\n  publication: pub_%s\nstate:\n  dir: %s\nindexes:\n  - {name: posts, table: posts, where: \"id < 1000 OR nextval('s') > 0\"}\n",
+		db.DSN, db.Name, db.Name, filepath.Join(dir, "state"))
+	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := xStart(t, filepath.Join(dir, "out.ndjson"), "follow", "--config", cfg)
+	select {
+	case <-p.done:
+		p.done <- nil
+	case <-time.After(60 * time.Second):
+		t.Fatal("follow did not refuse the config")
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code == 0 {
+		t.Fatalf("exit 0 with nextval() in a where")
+	}
+	if msg := p.stderr.String(); !strings.Contains(msg, "nextval()") || !strings.Contains(msg, "VOLATILE") {
+		t.Fatalf("the refusal does not name nextval(): %s", msg)
+	}
+	var called bool
+	db.Pool.QueryRow(context.Background(), "SELECT is_called FROM s").Scan(&called)
+	if called {
+		t.Fatal("the sequence moved")
+	}
 }
