@@ -49,6 +49,21 @@ type TableInfo struct {
 	// are the columns an old tuple carries under it (every column under FULL).
 	ReplicaIdentity string
 	IdentityColumns []string
+	// Leaves are the leaf partitions of a partitioned table, with their own
+	// replica identity: the WAL of a partitioned table is written by its
+	// leaves, and ALTER TABLE ... REPLICA IDENTITY on the partitioned table
+	// does not reach the leaves that already exist.
+	Leaves []Leaf
+	// InheritanceChildren are the tables that INHERIT from this one (table
+	// inheritance, not partitions): a query of this table reads their rows.
+	InheritanceChildren []change.Table
+}
+
+// Leaf is one leaf partition and its replica identity.
+type Leaf struct {
+	Table           change.Table
+	ReplicaIdentity string
+	IdentityColumns []string
 }
 
 // Column returns the column called name.
@@ -246,22 +261,87 @@ func loadTable(ctx context.Context, q Querier, t change.Table) (*TableInfo, erro
 	if info.PrimaryKey, err = indexColumns(ctx, q, oid, "p"); err != nil {
 		return nil, err
 	}
-	switch replident {
-	case "d":
-		info.ReplicaIdentity = IdentityDefault
-		info.IdentityColumns = info.PrimaryKey
-	case "f":
-		info.ReplicaIdentity = IdentityFull
-		info.IdentityColumns = info.ColumnNames()
-	case "i":
-		info.ReplicaIdentity = IdentityIndex
-		if info.IdentityColumns, err = indexColumns(ctx, q, oid, "i"); err != nil {
+	if info.ReplicaIdentity, info.IdentityColumns, err = identity(ctx, q, oid, replident, info.PrimaryKey, info.ColumnNames()); err != nil {
+		return nil, err
+	}
+	if info.Kind == "p" {
+		if info.Leaves, err = loadLeaves(ctx, q, oid, info.ColumnNames()); err != nil {
 			return nil, err
 		}
-	default:
-		info.ReplicaIdentity = IdentityNothing
+	}
+	rows, err = q.Query(ctx, `SELECT n.nspname, c.relname FROM pg_catalog.pg_inherits i
+JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE i.inhparent = $1 AND NOT c.relispartition ORDER BY 1, 2`, oid)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var ch change.Table
+		if err := rows.Scan(&ch.Schema, &ch.Name); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		info.InheritanceChildren = append(info.InheritanceChildren, ch)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
 	}
 	return &info, nil
+}
+
+// identity spells a relreplident and lists the columns an old tuple carries.
+func identity(ctx context.Context, q Querier, oid uint32, replident string, pk, all []string) (string, []string, error) {
+	switch replident {
+	case "d":
+		return IdentityDefault, pk, nil
+	case "f":
+		return IdentityFull, all, nil
+	case "i":
+		cols, err := indexColumns(ctx, q, oid, "i")
+		return IdentityIndex, cols, err
+	}
+	return IdentityNothing, nil, nil
+}
+
+// loadLeaves reads the leaf partitions of a partitioned table and their
+// replica identities (a leaf's columns have the partitioned table's names).
+func loadLeaves(ctx context.Context, q Querier, oid uint32, all []string) ([]Leaf, error) {
+	rows, err := q.Query(ctx, `SELECT c.oid, n.nspname, c.relname, c.relreplident::text
+FROM pg_catalog.pg_partition_tree($1::oid::regclass) p
+JOIN pg_catalog.pg_class c ON c.oid = p.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE p.isleaf ORDER BY 2, 3`, oid)
+	if err != nil {
+		return nil, err
+	}
+	type raw struct {
+		oid       uint32
+		leaf      Leaf
+		replident string
+	}
+	var rs []raw
+	for rows.Next() {
+		var r raw
+		if err := rows.Scan(&r.oid, &r.leaf.Table.Schema, &r.leaf.Table.Name, &r.replident); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		rs = append(rs, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var out []Leaf
+	for _, r := range rs {
+		pk, err := indexColumns(ctx, q, r.oid, "p")
+		if err != nil {
+			return nil, err
+		}
+		if r.leaf.ReplicaIdentity, r.leaf.IdentityColumns, err = identity(ctx, q, r.oid, r.replident, pk, all); err != nil {
+			return nil, err
+		}
+		out = append(out, r.leaf)
+	}
+	return out, nil
 }
 
 func indexColumns(ctx context.Context, q Querier, oid uint32, which string) ([]string, error) {

@@ -404,6 +404,7 @@ func (c *compiler) aggregate(parent *node, a *config.Aggregate) *node {
 
 func (c *compiler) table(path, name string) *TableInfo {
 	if info := c.cat.Lookup(name); info != nil {
+		c.inheritance(path, info)
 		if !info.IsTable() {
 			c.add(Problem{Severity: SeverityWarning, Code: "not_a_table", Path: path, Table: info.Table.String(),
 				Message: fmt.Sprintf("%s is %s, not a table: its changes are not in the WAL, so documents do not follow them (fine for a one-shot backfill)", info.Table, relkindName(info.Kind))})

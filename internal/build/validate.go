@@ -23,7 +23,7 @@ type Problem struct {
 	// Code is one of missing_schema, missing_table, missing_column, no_key,
 	// nullable_key, generated_column, duplicate_field, join_types,
 	// aggregate_type, order_by_column, replica_identity, nullable_join,
-	// not_a_table, invalid_sql, where_reads_table, where_volatile.
+	// not_a_table, invalid_sql, where_reads_table, where_volatile, inheritance.
 	Code    string `json:"code"`
 	Index   string `json:"index"`
 	Path    string `json:"path"`
@@ -120,8 +120,12 @@ func comparable(a, b *Column) bool {
 // table below the root carries the columns pointing toward the root in its
 // old tuple; otherwise the old parent's document would stay stale.
 func (c *compiler) childIdentity(path string, t *TableInfo, cols []string) {
-	if !t.IsTable() || (t.ReplicaIdentity != IdentityNothing && t.InIdentity(cols)) {
+	if !t.IsTable() {
 		return // a view has no identity (not_a_table says its changes are not followed)
+	}
+	c.leafIdentity(path, t, cols, "a DELETE or an UPDATE that changes "+strings.Join(cols, ", ")+" of a row in it cannot say which document held the row, and that document would stay stale")
+	if t.ReplicaIdentity != IdentityNothing && t.InIdentity(cols) {
+		return
 	}
 	for _, p := range c.problems {
 		if p.Code == "replica_identity" && p.Index == c.index && p.Table == t.Table.String() {
@@ -141,6 +145,66 @@ func (c *compiler) childIdentity(path string, t *TableInfo, cols []string) {
 		Message: fmt.Sprintf("table %s: %s, not %s, so a DELETE or an UPDATE that changes %s cannot say which document held the row, and that document would stay stale",
 			t.Table, why, strings.Join(cols, ", "), strings.Join(cols, ", ")),
 		Fix: fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY FULL;", t.Table)})
+}
+
+// leafIdentity checks every leaf partition of a partitioned table: the
+// leaves write the WAL, each with its own replica identity, and ALTER
+// TABLE ... REPLICA IDENTITY on the partitioned table does not reach the
+// leaves that exist. One verdict, with its fix, per leaf and index.
+func (c *compiler) leafIdentity(path string, t *TableInfo, cols []string, effect string) {
+	for _, l := range t.Leaves {
+		if l.ReplicaIdentity != IdentityNothing && containsAll(l.IdentityColumns, cols) {
+			continue
+		}
+		dup := false
+		for _, p := range c.problems {
+			dup = dup || (p.Code == "replica_identity" && p.Index == c.index && p.Table == l.Table.String())
+		}
+		if dup {
+			continue
+		}
+		why := fmt.Sprintf("REPLICA IDENTITY %s sends only %s in the old row", l.ReplicaIdentity, strings.Join(l.IdentityColumns, ", "))
+		if l.ReplicaIdentity == IdentityNothing || len(l.IdentityColumns) == 0 {
+			why = fmt.Sprintf("REPLICA IDENTITY %s sends no old row", l.ReplicaIdentity)
+		}
+		c.add(Problem{Severity: SeverityError, Code: "replica_identity", Path: path, Table: l.Table.String(), Column: strings.Join(cols, ", "),
+			Message: fmt.Sprintf("partition %s of %s: %s, not %s, so %s (the partitions write the WAL with their own replica identity; setting it on %s does not reach the partitions that exist)",
+				l.Table, t.Table, why, strings.Join(cols, ", "), effect, t.Table),
+			Fix: fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY FULL;", l.Table)})
+	}
+}
+
+func containsAll(list, cols []string) bool {
+	for _, c := range cols {
+		if !contains(list, c) {
+			return false
+		}
+	}
+	return true
+}
+
+// inheritance refuses a table with inheritance children (table
+// inheritance, the pre-10 partitioning; TimescaleDB's chunks): the
+// document query reads their rows through the parent, but the stream sends
+// their changes under the children's names, which no index follows.
+func (c *compiler) inheritance(path string, t *TableInfo) {
+	if len(t.InheritanceChildren) == 0 {
+		return
+	}
+	for _, p := range c.problems {
+		if p.Code == "inheritance" && p.Index == c.index && p.Table == t.Table.String() {
+			return
+		}
+	}
+	var names, fixes []string
+	for _, ch := range t.InheritanceChildren {
+		names = append(names, ch.String())
+		fixes = append(fixes, fmt.Sprintf("ALTER TABLE %s NO INHERIT %s;", ch, t.Table))
+	}
+	c.add(Problem{Severity: SeverityError, Code: "inheritance", Path: path, Table: t.Table.String(),
+		Message: fmt.Sprintf("table %s has inheritance children (%s): the documents read their rows through %s, but the stream sends their changes under their own names, which are not followed, so those documents would go stale; make them partitions of a partitioned table, or detach them (moving their rows to %s if they belong in the index)",
+			t.Table, strings.Join(names, ", "), t.Table, t.Table),
+		Fix: strings.Join(fixes, "  ")})
 }
 
 // relkindName says what a pg_class.relkind is, for messages.
@@ -233,7 +297,11 @@ func (c *compiler) fields(n *node) {
 // rootIdentity checks that a DELETE of a root row carries its key.
 func (c *compiler) rootIdentity(n *node) {
 	t := n.info
-	if !t.IsTable() || len(n.key) == 0 || (t.ReplicaIdentity != IdentityNothing && t.InIdentity(n.key)) {
+	if !t.IsTable() || len(n.key) == 0 {
+		return
+	}
+	c.leafIdentity(n.path+".table", t, n.key, "a DELETE of a row in it cannot say which document to delete")
+	if t.ReplicaIdentity != IdentityNothing && t.InIdentity(n.key) {
 		return
 	}
 	c.add(Problem{Severity: SeverityError, Code: "replica_identity", Path: n.path + ".table", Table: t.Table.String(), Column: strings.Join(n.key, ", "),

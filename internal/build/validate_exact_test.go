@@ -209,3 +209,62 @@ func TestValidateWhereWithOtherErrors(t *testing.T) {
 		t.Fatalf("want 2 missing_column, 1 invalid_sql, 1 where_volatile at once; got %v", problems)
 	}
 }
+
+// TestValidatePartitionsAndInheritance: every leaf partition's replica
+// identity is checked, with the fix per leaf; a table with inheritance
+// children is refused, naming them.
+func TestValidatePartitionsAndInheritance(t *testing.T) {
+	db := pgtest.NewDB(t)
+	db.Exec(t, `CREATE TABLE posts (id bigint PRIMARY KEY, title text);
+		CREATE TABLE comments (id bigint, created date, post_id bigint, body text, PRIMARY KEY (id, created)) PARTITION BY RANGE (created);
+		CREATE TABLE comments_2024 PARTITION OF comments FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+		CREATE TABLE comments_2025 PARTITION OF comments FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+		ALTER TABLE comments REPLICA IDENTITY FULL;
+		CREATE TABLE events (id bigint PRIMARY KEY, title text);
+		CREATE TABLE events_2025 (CHECK (id >= 1000)) INHERITS (events);
+		CREATE TABLE notes (id bigint PRIMARY KEY, event_id bigint, body text);
+		CREATE TABLE notes_old () INHERITS (notes);
+		ALTER TABLE notes REPLICA IDENTITY FULL;`)
+	comments := `  - name: posts
+    table: posts
+    relations:
+      - {name: comments, table: comments, kind: has_many, join: {id: post_id}}
+`
+	problems, p := problemsOf(t, db, comments)
+	if p != nil {
+		t.Fatalf("compiled with DEFAULT leaves under a FULL partitioned child")
+	}
+	text := problemText(problems)
+	for _, want := range []string{"partition public.comments_2024 of public.comments", "partition public.comments_2025",
+		"ALTER TABLE public.comments_2024 REPLICA IDENTITY FULL;", "ALTER TABLE public.comments_2025 REPLICA IDENTITY FULL;", "does not reach"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("problems do not say %q:\n%s", want, text)
+		}
+	}
+	db.Exec(t, "ALTER TABLE comments_2024 REPLICA IDENTITY FULL; ALTER TABLE comments_2025 REPLICA IDENTITY FULL")
+	if problems, p := problemsOf(t, db, comments); p == nil || len(problems) > 0 {
+		t.Fatalf("leaves set FULL: %v", problems)
+	}
+
+	problems, p = problemsOf(t, db, `  - name: events
+    table: events
+    relations:
+      - {name: notes, table: notes, kind: has_many, join: {id: event_id}}
+`)
+	if p != nil {
+		t.Fatal("compiled with inheritance children")
+	}
+	text = problemText(problems)
+	for _, want := range []string{"public.events_2025", "public.notes_old", "inheritance children", "under their own names",
+		"ALTER TABLE public.events_2025 NO INHERIT public.events;", "ALTER TABLE public.notes_old NO INHERIT public.notes;"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("problems do not say %q:\n%s", want, text)
+		}
+	}
+}
+
+func problemText(ps []Problem) string {
+	var b strings.Builder
+	WriteProblems(&b, ps)
+	return b.String()
+}
