@@ -162,6 +162,13 @@ func TestValidateExactAccepts(t *testing.T) {
 	if p == nil || len(problems) > 0 {
 		t.Errorf("partitioned table: %v", problems)
 	}
+	// A view's plan scans its tables: only not_a_table is said.
+	problems, _ = problemsOf(t, db, "  - {name: v, table: v, key: [id], where: \"title <> ''\"}\n")
+	for _, pr := range problems {
+		if pr.Code == "where_reads_table" {
+			t.Errorf("view with a where: %v", pr)
+		}
+	}
 }
 
 // TestGeneratedParentJoin: a generated column on the parent side of a join

@@ -85,6 +85,9 @@ func whereProblems(ctx context.Context, q Querier, ix *Index, n *node, trees map
 	}
 	var others []string
 	for rel, count := range facts.relations {
+		if !n.info.IsTable() {
+			break // a view's plan scans the tables it reads; not_a_table says they are not followed
+		}
 		if !slices.Contains(own, rel) {
 			others = append(others, rel)
 		} else if count > 1 && !slices.Contains(others, table+" (other rows of it)") {
