@@ -43,6 +43,7 @@ type Column struct {
 type TableInfo struct {
 	Table      change.Table // schema-qualified, as the catalog spells it
 	Kind       string       // pg_class.relkind: r, p, v, m, f
+	Unlogged   bool         // pg_class.relpersistence u: its changes are not in the WAL
 	Columns    []Column
 	PrimaryKey []string // in key order; empty when none
 	// ReplicaIdentity is DEFAULT, FULL, INDEX or NOTHING; IdentityColumns
@@ -209,7 +210,7 @@ func (c *Catalog) tableNames(schema string) []string {
 	return c.relations[schema]
 }
 
-const tableSQL = `SELECT c.oid, n.nspname, c.relname, c.relkind::text, c.relreplident::text
+const tableSQL = `SELECT c.oid, n.nspname, c.relname, c.relkind::text, c.relreplident::text, c.relpersistence = 'u'
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.oid = pg_catalog.to_regclass($1)`
 
@@ -236,7 +237,7 @@ func loadTable(ctx context.Context, q Querier, t change.Table) (*TableInfo, erro
 		info      TableInfo
 		replident string
 	)
-	err := q.QueryRow(ctx, tableSQL, t.Quoted()).Scan(&oid, &info.Table.Schema, &info.Table.Name, &info.Kind, &replident)
+	err := q.QueryRow(ctx, tableSQL, t.Quoted()).Scan(&oid, &info.Table.Schema, &info.Table.Name, &info.Kind, &replident, &info.Unlogged)
 	if err == pgx.ErrNoRows {
 		return nil, nil
 	}

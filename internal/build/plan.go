@@ -405,6 +405,11 @@ func (c *compiler) aggregate(parent *node, a *config.Aggregate) *node {
 func (c *compiler) table(path, name string) *TableInfo {
 	if info := c.cat.Lookup(name); info != nil {
 		c.inheritance(path, info)
+		if info.Unlogged {
+			c.add(Problem{Severity: SeverityError, Code: "unlogged", Path: path, Table: info.Table.String(),
+				Message: fmt.Sprintf("table %s is UNLOGGED: its changes are not written to the WAL, so they cannot be streamed (and Postgres refuses to add it to a publication)", info.Table),
+				Fix:     fmt.Sprintf("ALTER TABLE %s SET LOGGED;", info.Table)})
+		}
 		if !info.IsTable() {
 			c.add(Problem{Severity: SeverityWarning, Code: "not_a_table", Path: path, Table: info.Table.String(),
 				Message: fmt.Sprintf("%s is %s, not a table: its changes are not in the WAL, so documents do not follow them (fine for a one-shot backfill)", info.Table, relkindName(info.Kind))})

@@ -23,7 +23,7 @@ type Problem struct {
 	// Code is one of missing_schema, missing_table, missing_column, no_key,
 	// nullable_key, generated_column, duplicate_field, join_types,
 	// aggregate_type, order_by_column, replica_identity, nullable_join,
-	// not_a_table, invalid_sql, where_reads_table, where_volatile, inheritance.
+	// not_a_table, invalid_sql, where_reads_table, where_volatile, inheritance, unlogged.
 	Code    string `json:"code"`
 	Index   string `json:"index"`
 	Path    string `json:"path"`

@@ -23,6 +23,7 @@ CREATE FUNCTION visible(bigint) RETURNS boolean LANGUAGE sql STABLE AS 'SELECT N
 CREATE FUNCTION twice(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1 * 2';
 CREATE FUNCTION touchy(int) RETURNS int LANGUAGE plpgsql AS 'BEGIN RETURN $1; END';
 CREATE VIEW v AS SELECT id, title FROM posts;
+CREATE UNLOGGED TABLE hits (id bigint PRIMARY KEY, n int);
 ALTER TABLE comments REPLICA IDENTITY FULL;
 ALTER TABLE refs REPLICA IDENTITY FULL;
 ALTER TABLE genrefs REPLICA IDENTITY FULL;
@@ -72,6 +73,7 @@ func TestValidateExact(t *testing.T) {
         join: {id: post_id}
         aggregates:
           - {name: score, table: comments, join: {id: id}, fn: count}`, "duplicate_field", "error", []string{`"score"`, "relations[comments]"}},
+		{"unlogged table", `  - {name: x, table: hits}`, "unlogged", "error", []string{"public.hits", "UNLOGGED", "WAL", "ALTER TABLE public.hits SET LOGGED;"}},
 		{"view as root", `  - {name: x, table: v}`, "no_key", "error", []string{"public.v is a view", "not in the WAL", "key:"}},
 		{"where reads another table", `  - name: x
     table: posts
