@@ -406,8 +406,8 @@ func (c *compiler) table(path, name string) *TableInfo {
 	if info := c.cat.Lookup(name); info != nil {
 		c.inheritance(path, info)
 		if info.Unlogged {
-			c.add(Problem{Severity: SeverityError, Code: "unlogged", Path: path, Table: info.Table.String(),
-				Message: fmt.Sprintf("table %s is UNLOGGED: its changes are not written to the WAL, so they cannot be streamed (and Postgres refuses to add it to a publication)", info.Table),
+			c.add(Problem{Severity: SeverityWarning, Code: "unlogged", Path: path, Table: info.Table.String(),
+				Message: fmt.Sprintf("table %s is UNLOGGED: its changes are not written to the WAL, so follow cannot stream them (Postgres refuses to add it to a publication); fine for a one-shot backfill", info.Table),
 				Fix:     fmt.Sprintf("ALTER TABLE %s SET LOGGED;", info.Table)})
 		}
 		if !info.IsTable() {

@@ -73,7 +73,7 @@ func TestValidateExact(t *testing.T) {
         join: {id: post_id}
         aggregates:
           - {name: score, table: comments, join: {id: id}, fn: count}`, "duplicate_field", "error", []string{`"score"`, "relations[comments]"}},
-		{"unlogged table", `  - {name: x, table: hits}`, "unlogged", "error", []string{"public.hits", "UNLOGGED", "WAL", "ALTER TABLE public.hits SET LOGGED;"}},
+		{"unlogged table", `  - {name: x, table: hits}`, "unlogged", "warning", []string{"public.hits", "UNLOGGED", "WAL", "ALTER TABLE public.hits SET LOGGED;"}},
 		{"view as root", `  - {name: x, table: v}`, "no_key", "error", []string{"public.v is a view", "not in the WAL", "key:"}},
 		{"where reads another table", `  - name: x
     table: posts
