@@ -58,6 +58,9 @@ type TableInfo struct {
 	// InheritanceChildren are the tables that INHERIT from this one (table
 	// inheritance, not partitions): a query of this table reads their rows.
 	InheritanceChildren []change.Table
+	// UniqueKeys are the column lists of the table's unique, non-partial
+	// indexes on plain columns (the primary key among them).
+	UniqueKeys [][]string
 }
 
 // Leaf is one leaf partition and its replica identity.
@@ -269,6 +272,18 @@ func loadTable(ctx context.Context, q Querier, t change.Table) (*TableInfo, erro
 		if info.Leaves, err = loadLeaves(ctx, q, oid, info.ColumnNames()); err != nil {
 			return nil, err
 		}
+	}
+	urows, err := q.Query(ctx, `SELECT array_agg(a.attname ORDER BY k.ord)
+FROM pg_catalog.pg_index i
+CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indrelid = $1 AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL AND k.ord <= i.indnkeyatts
+GROUP BY i.indexrelid`, oid)
+	if err != nil {
+		return nil, err
+	}
+	if info.UniqueKeys, err = pgx.CollectRows(urows, pgx.RowTo[[]string]); err != nil {
+		return nil, err
 	}
 	rows, err = q.Query(ctx, `SELECT n.nspname, c.relname FROM pg_catalog.pg_inherits i
 JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace

@@ -50,9 +50,10 @@ func (k Key) String() string {
 // whose row is gone, spells it as the looked-up value (cast to the key's
 // type and printed back by the server). When a key was looked up in a
 // spelling the row does not have (a child's citext foreign key in another
-// case, 2 for the row's 2.0), Build hands out a delete under that spelling
-// first and then the upsert under the row's: an id no row spells never
-// holds a document.
+// case, 2 for the row's 2.0), Build hands out the upsert under the row's
+// spelling and, after the batch's upserts, a delete under the looked-up one
+// unless a row of the batch spells it: an id no row spells never holds a
+// document.
 type Doc struct {
 	Key    []byte // JSON object of the root key columns as to_json gives them: {"id":42}
 	ID     string // the key as one string (Key.String of the text form)
@@ -451,6 +452,11 @@ func (ix *Index) runBuild(ctx context.Context, q Querier, args []any, fn func(Do
 	}
 	defer rows.Close()
 	nk := len(ix.keyCols)
+	// Deletes of a spelling no row has go last, and not at all for an id
+	// another row of this batch spells (a key: whose rows are equal but
+	// spelt apart): they must never undo an upsert.
+	var respelt []Doc
+	upserted := map[string]bool{}
 	for rows.Next() {
 		raw := rows.RawValues()
 		if len(raw) != 3*nk+3 {
@@ -478,15 +484,26 @@ func (ix *Index) runBuild(ctx context.Context, q Querier, args []any, fn func(Do
 		if !same {
 			// Looked up in a spelling the row does not have: no document
 			// may live under it.
-			if err := fn(Doc{Key: raw[nk], ID: looked.String(), Values: input}); err != nil {
-				return err
-			}
+			respelt = append(respelt, Doc{Key: append([]byte(nil), raw[nk]...), ID: looked.String(), Values: input})
 		}
-		if err := fn(Doc{Key: raw[2*nk+1], ID: spelt.String(), Values: input, Doc: docRaw}); err != nil {
+		id := spelt.String()
+		upserted[id] = true
+		if err := fn(Doc{Key: raw[2*nk+1], ID: id, Values: input, Doc: docRaw}); err != nil {
 			return err
 		}
 	}
-	return rows.Err()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, d := range respelt {
+		if !upserted[d.ID] {
+			upserted[d.ID] = true // once
+			if err := fn(d); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Scan builds documents for root rows with key > after (nil: from the start)

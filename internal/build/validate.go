@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/flusso-pg/flusso-pg/internal/change"
@@ -23,7 +24,7 @@ type Problem struct {
 	// Code is one of missing_schema, missing_table, missing_column, no_key,
 	// nullable_key, generated_column, duplicate_field, join_types,
 	// aggregate_type, order_by_column, replica_identity, nullable_join,
-	// not_a_table, invalid_sql, where_reads_table, where_volatile, inheritance, unlogged.
+	// not_a_table, invalid_sql, where_reads_table, where_volatile, inheritance, unlogged, key_not_unique.
 	Code    string `json:"code"`
 	Index   string `json:"index"`
 	Path    string `json:"path"`
@@ -174,6 +175,14 @@ func (c *compiler) leafIdentity(path string, t *TableInfo, cols []string, effect
 	}
 }
 
+func quotedList(cols []string) string {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = change.QuoteIdentIfNeeded(c)
+	}
+	return strings.Join(out, ", ")
+}
+
 func containsAll(list, cols []string) bool {
 	for _, c := range cols {
 		if !contains(list, c) {
@@ -230,6 +239,12 @@ func relkindName(kind string) string {
 // not send generated columns, so a change could not say which document).
 func (c *compiler) rootKey(n *node, path string) {
 	t := n.info
+	if len(n.key) > 0 && t.IsTable() && !slices.ContainsFunc(t.UniqueKeys, func(u []string) bool { return containsAll(n.key, u) }) {
+		c.add(Problem{Severity: SeverityWarning, Code: "key_not_unique", Path: path, Table: t.Table.String(), Column: strings.Join(n.key, ", "),
+			Message: fmt.Sprintf("no unique index of %s covers key (%s): rows with the same key would share one document, and which one it shows would depend on the order of changes",
+				t.Table, strings.Join(n.key, ", ")),
+			Fix: fmt.Sprintf("CREATE UNIQUE INDEX ON %s (%s);", t.Table, quotedList(n.key))})
+	}
 	for _, k := range n.key {
 		col, ok := t.Column(k)
 		if !ok {

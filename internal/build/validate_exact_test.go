@@ -50,6 +50,8 @@ func TestValidateExact(t *testing.T) {
 	}{
 		{"nullable key", `  - {name: x, table: t, key: [a, b]}`, "nullable_key", "error",
 			[]string{"public.t.b", "nullable", "NOT NULL", "ALTER TABLE public.t ALTER COLUMN b SET NOT NULL;"}},
+		{"key without a unique index", `  - {name: x, table: posts, key: [title]}`, "key_not_unique", "warning",
+			[]string{"public.posts", "(title)", "share one document", "CREATE UNIQUE INDEX ON public.posts (title);"}},
 		{"generated key", `  - {name: x, table: posts, key: [slug]}`, "generated_column", "error", []string{"public.posts.slug", "generated", "pgoutput"}},
 		{"generated child join", `  - name: x
     table: posts
