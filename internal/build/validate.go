@@ -124,6 +124,11 @@ func (c *compiler) childIdentity(path string, t *TableInfo, cols []string) {
 	if !t.IsTable() {
 		return // a view has no identity (not_a_table says its changes are not followed)
 	}
+	for _, col := range cols {
+		if _, ok := t.Column(col); !ok {
+			return // missing_column says it; no identity can carry a column that is not there
+		}
+	}
 	c.leafIdentity(path, t, cols, "a DELETE or an UPDATE that changes "+strings.Join(cols, ", ")+" of a row in it cannot say which document held the row, and that document would stay stale")
 	if t.ReplicaIdentity != IdentityNothing && t.InIdentity(cols) {
 		return

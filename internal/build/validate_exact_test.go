@@ -215,6 +215,9 @@ func TestValidateWhereWithOtherErrors(t *testing.T) {
 	codes := map[string]int{}
 	for _, p := range problems {
 		codes[p.Code]++
+		if p.Code == "replica_identity" {
+			t.Errorf("a replica identity verdict on a join column that does not exist (refs is FULL): %s", p)
+		}
 	}
 	if codes["missing_column"] < 2 || codes["invalid_sql"] != 1 || codes["where_volatile"] != 1 {
 		t.Fatalf("want 2 missing_column, 1 invalid_sql, 1 where_volatile at once; got %v", problems)
