@@ -12,6 +12,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/flusso-pg/flusso-pg/internal/change"
+	"github.com/flusso-pg/flusso-pg/internal/pgsession"
 	"github.com/flusso-pg/flusso-pg/internal/provision"
 	"github.com/flusso-pg/flusso-pg/internal/state"
 )
@@ -85,7 +86,7 @@ another process (a running follow) is not dropped: stop that process first.`,
 					return &exitError{code: 1, msg: "drop: not confirmed; nothing was dropped"}
 				}
 			}
-			done, err := provision.Drop(ctx, conn, plan, store, log)
+			done, err := provision.Drop(ctx, pgsession.ReadWrite(conn), plan, store, log)
 			for _, line := range done {
 				fmt.Fprintln(out, line)
 			}
