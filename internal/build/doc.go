@@ -24,7 +24,12 @@
 // the index, the config path, the table, the column and the fix: missing
 // schemas, tables and columns (with the nearest name), a root without a key,
 // joins between incompatible types, sum/avg over non-numeric columns,
-// order_by on missing columns, where clauses the server rejects, and the one
+// order_by on missing columns, where clauses the server rejects or that
+// cannot be followed exactly (reading other tables, the clock, VOLATILE
+// functions: asked of the server with EXPLAIN (VERBOSE) in where.go),
+// nullable or generated key columns, generated child-side join columns,
+// duplicate fields once the default columns are filled in, inheritance
+// children, the replica identity of every leaf partition, and the one
 // users get wrong most: a table below the root whose columns pointing toward
 // the root are not in its replica identity. Such a table cannot tell, on a
 // DELETE or on an UPDATE that moves the row to another parent, which parent
@@ -74,6 +79,14 @@
 // deleted child or a child moved to another parent rebuilds its old parent
 // too. A value the server did not send (an unchanged TOASTed value with no
 // old row) is never taken for NULL: the row's current values are looked up
-// by its key. TRUNCATE of a root table is reported as Truncated, of any
-// other table the index reads as Rebuild.
+// by its key. TRUNCATE of a root table is reported as Truncated (only the
+// keys of rows before it are dropped: a reload in one transaction keeps
+// the rows written after it), of any other table the index reads as Rebuild.
+//
+// # Keys
+//
+// A document's key and id are spelt by the root row (t0.<key>), whatever
+// spelling looked it up; Key.String escapes a composite key's parts so
+// distinct keys never share an id. The text of a key does not depend on
+// session settings: internal/pgsession pins them.
 package build
