@@ -162,7 +162,6 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 		Coalesce:       coalesce(f.cfg.Capture.Coalesce),
 		Store:          f.store,
 		Resync:         f.opts.Resync,
-		OnReconnect:    func() { f.metrics.Reconnects.Inc() },
 	}, f.log)
 	defer f.capture.Close()
 	f.metrics.WatchCapture(f.capture)

@@ -4,17 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/flusso-pg/flusso-pg/internal/change"
+	"github.com/flusso-pg/flusso-pg/internal/fault"
 	"github.com/flusso-pg/flusso-pg/internal/state"
 )
 
@@ -259,46 +257,14 @@ func TestConfirmedNeverPassesWatermark(t *testing.T) {
 	}
 }
 
-// Which errors end Run and which are retried.
-func TestFatal(t *testing.T) {
-	pg := func(code string) error { return fmt.Errorf("wrapped: %w", &pgconn.PgError{Code: code, Message: "x"}) }
-	for _, c := range []struct {
-		err   error
-		fatal bool
-	}{
-		{io.ErrUnexpectedEOF, false},
-		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, false},
-		{pg("57P01"), false}, // admin shutdown
-		{pg("57P03"), false}, // starting up
-		{pg("08006"), false},
-		{pg("53300"), false}, // too many connections
-		{pg("55006"), false}, // slot still active
-		{pg("28P01"), true},  // bad password
-		{pg("28000"), true},  // no such role / pg_hba
-		{pg("42501"), true},  // no REPLICATION privilege
-		{pg("3D000"), true},  // no such database
-		{classifyServer(&pgconn.PgError{Code: "42704", Message: `publication "pub" does not exist`}), true},
-		{classifyServer(&pgconn.PgError{Code: "42704", Message: `replication slot "s" does not exist`}), true},
-		{fmt.Errorf("x: %w", ErrSlotLost), true},
-		{fmt.Errorf("x: %w", ErrColumnMissing), true},
-		{decodeErr("bad"), true},
-	} {
-		if got := fatal(c.err); got != c.fatal {
-			t.Errorf("fatal(%v) = %v, want %v", c.err, got, c.fatal)
-		}
-	}
-	if !errors.Is(classifyServer(&pgconn.PgError{Code: "42704", Message: `publication "pub" does not exist`}), ErrPublicationMissing) {
-		t.Error("a missing publication is not ErrPublicationMissing")
-	}
-}
-
-// Bad credentials fail Open at once, without retrying.
+// Bad credentials fail Open at once (the operator is starting it), as an
+// Auth error: Run would retry it for fault.DefaultAuthGrace.
 func TestBadRole(t *testing.T) {
 	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t", map[change.Table][]string{tbl("t"): {"id"}})
 	f.cfg.DSN = f.db.Cluster.DSNAs(f.db.Name, "no_such_role", "x")
 	_, err := New(f.cfg, testLogger(t)).Open(context.Background())
-	if err == nil || !fatal(err) {
-		t.Fatalf("open as a missing role: %v (fatal %v)", err, fatal(err))
+	if err == nil || classify(err) != fault.Auth {
+		t.Fatalf("open as a missing role: %v (class %s)", err, classify(err))
 	}
 }
 
