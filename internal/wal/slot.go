@@ -155,6 +155,12 @@ func (c *Capture) prepare(ctx context.Context, conn *pgconn.PgConn, create bool)
 		return nil, fmt.Errorf("slot %s uses the output plugin %q, flusso-pg needs pgoutput: drop it or choose another slot name", c.cfg.Slot, slot.plugin)
 	case slot.database != sys.DBName:
 		return nil, fmt.Errorf("slot %s belongs to database %q, not %q: choose another slot name", c.cfg.Slot, slot.database, sys.DBName)
+	case c.cfg.Store != nil && !known && slot.activePID != 0:
+		// Another instance streams from it with a state dir of its own:
+		// taking over would start from its position without this state
+		// dir's backfill, so this is no standby.
+		return nil, fmt.Errorf("slot %s is in use by another client (server pid %d) and the state dir %s has no record of it: %w",
+			c.cfg.Slot, slot.activePID, c.cfg.Store.Dir, ErrSlotUnknown)
 	case c.cfg.Store != nil && !known:
 		return nil, fmt.Errorf("slot %s: %w", c.cfg.Slot, ErrSlotUnknown)
 	}
@@ -198,6 +204,10 @@ func (c *Capture) createSlot(ctx context.Context, conn *pgconn.PgConn, start *St
 	// without it a prepared transaction arrives whole at COMMIT PREPARED.
 	res, err := pglogrepl.CreateReplicationSlot(ctx, conn, c.cfg.Slot, "pgoutput",
 		pglogrepl.CreateReplicationSlotOptions{SnapshotAction: "EXPORT_SNAPSHOT"})
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42710" { // duplicate_object: another client made it just now
+		return nil, fmt.Errorf("create slot %s: another client created it at the same moment: %w", c.cfg.Slot, ErrSlotUnknown)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create slot %s: %w", c.cfg.Slot, err)
 	}
