@@ -156,6 +156,7 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 		Slot:           f.cfg.Source.Slot,
 		Publication:    f.cfg.Source.Publication,
 		Tables:         f.plan.CaptureColumns(),
+		OldColumns:     f.plan.OldTupleColumns(),
 		MemoryBudget:   f.cfg.Capture.MemoryBudget,
 		TempDir:        f.cfg.Capture.SpillDir,
 		StatusInterval: f.cfg.Capture.StatusInterval,

@@ -31,6 +31,11 @@ type Config struct {
 	// Tables lists, per table, the columns to carry (key columns first).
 	// Changes of other tables are dropped.
 	Tables map[change.Table][]string
+	// OldColumns lists, per table, the columns of Tables that the old row of
+	// a Delete (or of an Update changing them) must carry: the replica
+	// identity must include them. A Relation message whose identity no
+	// longer does stops Run (ErrSchemaChanged). nil checks nothing.
+	OldColumns map[change.Table][]string
 	// MemoryBudget bounds the bytes one transaction's rows take in memory
 	// before they spill to a file in TempDir (default 8 MiB).
 	MemoryBudget int64
@@ -84,7 +89,8 @@ type Capture struct {
 	relOnce  sync.Once
 	closed   bool
 
-	wm watermark
+	wm  watermark
+	pub publicationWatch // what the publication must go on publishing (publication.go)
 
 	// kick, set while a session streams, pulls its next status update
 	// forward after Confirm (see session.kick).
@@ -116,7 +122,9 @@ func New(cfg Config, log *zap.Logger) *Capture {
 	if cfg.Health == nil {
 		cfg.Health = fault.NewHealth(log)
 	}
-	return &Capture{cfg: cfg, log: log, released: make(chan struct{})}
+	c := &Capture{cfg: cfg, log: log, released: make(chan struct{})}
+	c.pub.cfg = &c.cfg
+	return c
 }
 
 // Open connects in replication mode, runs IDENTIFY_SYSTEM, checks the state
@@ -266,24 +274,26 @@ func (c *Capture) newSession(out chan<- []*Txn, streaming func()) *session {
 	if dir == "" {
 		dir = os.TempDir()
 	}
+	dec := newDecoder(c.cfg.Tables)
+	dec.old = c.cfg.OldColumns
 	return &session{
 		cfg:   &c.cfg,
 		log:   c.log,
 		wm:    &c.wm,
 		hooks: hooks{kick: &c.kick, streaming: streaming, tap: c.tap},
 		out:   out,
-		dec:   newDecoder(c.cfg.Tables),
+		dec:   dec,
 		asm:   newAssembler(c.cfg.MemoryBudget, dir, func() { c.spills.Add(1) }),
 	}
 }
 
 // stopped is what Run returns for err: nil when ctx ended, unless the
-// publication watcher ended it.
+// publication watcher ended it (publication.go).
 func (c *Capture) stopped(ctx context.Context, err error) error {
 	if ctx.Err() == nil {
 		return err
 	}
-	if cause := context.Cause(ctx); errors.Is(cause, ErrPublicationMissing) {
+	if cause := context.Cause(ctx); errors.Is(cause, ErrPublicationMissing) || errors.Is(cause, ErrPublicationChanged) {
 		return cause
 	}
 	return nil

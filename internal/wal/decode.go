@@ -75,8 +75,10 @@ const (
 // carries its transaction id.
 type decoder struct {
 	tables   map[change.Table][]string
+	old      map[change.Table][]string // columns old rows must carry (Config.OldColumns)
 	rels     map[uint32]*relation
-	last     *relation // the relation of the last change: most streams repeat it
+	seen     map[uint32]*seenRel // captured tables seen, kept across reconnects (relation.go)
+	last     *relation           // the relation of the last change: most streams repeat it
 	lastID   uint32
 	inStream bool
 
@@ -90,7 +92,7 @@ type field struct {
 }
 
 func newDecoder(tables map[change.Table][]string) *decoder {
-	return &decoder{tables: tables, rels: map[uint32]*relation{}}
+	return &decoder{tables: tables, rels: map[uint32]*relation{}, seen: map[uint32]*seenRel{}}
 }
 
 // reset forgets the relation cache and stream state: a new connection

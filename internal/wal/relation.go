@@ -1,10 +1,47 @@
 package wal
 
 import (
+	"errors"
 	"fmt"
+	"slices"
+
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/flusso-pg/flusso-pg/internal/change"
 )
+
+// Relation messages describe a table's columns, and come before the first
+// change of a table on each connection and again after DDL on it. Besides
+// refreshing the cache the decoder reads, they are how capture notices a
+// captured table changing under it, before it decodes a change the new
+// shape would get wrong: a column it carries dropped (ErrColumnMissing) or
+// retyped, the table renamed, or the replica identity lowered so the old
+// row no longer carries a column resolution needs. Those stop capture
+// (ErrSchemaChanged) naming the table, the column and the fix. Columns
+// nobody carries come and go freely.
+
+// ErrSchemaChanged: a captured table changed in a way capture cannot
+// follow; the SchemaError wrapping it names the table, the column and the
+// fix.
+var ErrSchemaChanged = errors.New("a captured table changed under flusso-pg")
+
+// SchemaError is a captured table's change that stops capture.
+type SchemaError struct {
+	Table  change.Table
+	Column string // "" for the table as a whole
+	Why    string // what changed, and what it breaks
+	Fix    string
+}
+
+func (e *SchemaError) Error() string {
+	where := "table " + e.Table.String()
+	if e.Column != "" {
+		where += fmt.Sprintf(", column %q", e.Column)
+	}
+	return fmt.Sprintf("%s: %s: %s", where, e.Why, e.Fix)
+}
+
+func (e *SchemaError) Is(target error) bool { return target == ErrSchemaChanged }
 
 // relation is the cached Relation message of one table, reduced to what the
 // configured columns need.
@@ -16,59 +53,154 @@ type relation struct {
 	ident []bool   // per configured column, whether it is part of the replica identity
 }
 
+// seenRel is what capture saw of a captured table in earlier Relation
+// messages (kept across reconnects): its name and its columns' types.
+type seenRel struct {
+	table change.Table
+	types map[string]uint32 // configured column -> type oid
+}
+
+// Replica identity settings in a Relation message.
+const (
+	identityDefault = 'd'
+	identityNothing = 'n'
+	identityFull    = 'f'
+	identityIndex   = 'i'
+)
+
+// attribute is one column of a Relation message.
+type attribute struct {
+	pos   int
+	ident bool   // part of the replica identity (under FULL, every column)
+	typ   uint32 // type oid
+}
+
 // relation reads a Relation message into the cache, refreshing an older one
 // (a Relation comes again after DDL).
 func (d *decoder) relation(r *reader) error {
 	id := r.u32()
 	ns := r.cstring()
 	name := r.cstring()
-	r.byte1() // replica identity setting
+	identity := r.byte1()
 	natts := int(r.u16())
 	if r.bad {
 		return decodeErr("relation message is truncated")
 	}
 	table := change.Table{Schema: ns, Name: name}
-	want, ok := d.tables[table]
+	key := table
+	want, ok := d.tables[key]
 	if !ok {
-		want, ok = d.tables[change.Table{Name: name}]
+		key = change.Table{Name: name}
+		want, ok = d.tables[key]
 	}
 	rel := &relation{table: table, natts: natts}
-	type att struct {
-		pos   int
-		ident bool
-	}
-	var seen map[string]att
+	var attrs map[string]attribute
 	if ok {
-		seen = make(map[string]att, natts)
+		attrs = make(map[string]attribute, natts)
 	}
 	for i := range natts {
 		flags := r.byte1()
 		col := r.cstring()
-		r.u32() // type oid
+		typ := r.u32()
 		r.u32() // type modifier
 		if r.bad {
 			return decodeErr("relation %s: message is truncated", table)
 		}
-		if seen != nil {
-			seen[col] = att{pos: i, ident: flags&1 != 0}
+		if attrs != nil {
+			attrs[col] = attribute{pos: i, ident: flags&1 != 0, typ: typ}
 		}
 	}
+	prev := d.seen[id]
+	if prev != nil && prev.table != table {
+		return renamed(prev.table, table, id)
+	}
 	if ok {
-		rel.cols = want
-		rel.attr = make([]int, len(want))
-		rel.ident = make([]bool, len(want))
-		for i, col := range want {
-			a, found := seen[col]
-			if !found {
-				return fmt.Errorf("table %s, column %q: %w", table, col, ErrColumnMissing)
-			}
-			rel.attr[i] = a.pos
-			rel.ident[i] = a.ident
+		if err := d.check(rel, want, attrs, identity, prev, d.old[key]); err != nil {
+			return err
 		}
+		d.remember(id, table, want, attrs)
 	}
 	d.rels[id] = rel
 	if d.lastID == id {
 		d.last = rel
 	}
 	return nil
+}
+
+// check fills rel for the configured columns want and checks them: each is
+// there, with the type it had, and the replica identity carries those
+// resolution needs in old rows.
+func (d *decoder) check(rel *relation, want []string, attrs map[string]attribute, identity byte, prev *seenRel, old []string) error {
+	table := rel.table
+	rel.cols = want
+	rel.attr = make([]int, len(want))
+	rel.ident = make([]bool, len(want))
+	for i, col := range want {
+		a, found := attrs[col]
+		if !found {
+			return fmt.Errorf("table %s, column %q: %w", table, col, ErrColumnMissing)
+		}
+		if prev != nil {
+			if was, ok := prev.types[col]; ok && was != a.typ {
+				return &SchemaError{Table: table, Column: col,
+					Why: fmt.Sprintf("its type changed from %s to %s, so documents built before and after would differ", typeName(was), typeName(a.typ)),
+					Fix: "change it back, or run with --resync to rebuild the documents with the new type"}
+			}
+		}
+		if slices.Contains(old, col) && (identity == identityNothing || !a.ident) {
+			return &SchemaError{Table: table, Column: col,
+				Why: fmt.Sprintf("its replica identity is now %s, which no longer carries %s in the old row of a DELETE or an UPDATE, so flusso-pg cannot tell which document held the row", identityName(identity), col),
+				Fix: fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY FULL; then run with --resync (changes made meanwhile lack the old value)", table)}
+		}
+		rel.attr[i] = a.pos
+		rel.ident[i] = a.ident
+	}
+	return nil
+}
+
+// renamed is the stop for a captured table that now has another name.
+func renamed(was, now change.Table, id uint32) error {
+	back := fmt.Sprintf("ALTER TABLE %s RENAME TO %s", now, change.QuoteIdentIfNeeded(was.Name))
+	if was.Schema != now.Schema {
+		back = fmt.Sprintf("ALTER TABLE %s SET SCHEMA %s", now, change.QuoteIdentIfNeeded(was.Schema))
+		if was.Name != now.Name {
+			back += fmt.Sprintf(", then RENAME TO %s", change.QuoteIdentIfNeeded(was.Name))
+		}
+	}
+	return &SchemaError{Table: was,
+		Why: fmt.Sprintf("it was renamed to %s (the same table, relation id %d), so its changes no longer match the config", now, id),
+		Fix: fmt.Sprintf("rename it back (%s), or name %s in the config and run with --resync", back, now)}
+}
+
+// remember records a captured table's name and column types.
+func (d *decoder) remember(id uint32, table change.Table, want []string, attrs map[string]attribute) {
+	s := &seenRel{table: table, types: make(map[string]uint32, len(want))}
+	for _, col := range want {
+		s.types[col] = attrs[col].typ
+	}
+	d.seen[id] = s
+}
+
+func identityName(b byte) string {
+	switch b {
+	case identityDefault:
+		return "DEFAULT (the primary key)"
+	case identityNothing:
+		return "NOTHING"
+	case identityFull:
+		return "FULL"
+	case identityIndex:
+		return "USING INDEX"
+	}
+	return fmt.Sprintf("%q", b)
+}
+
+var types = pgtype.NewMap()
+
+// typeName names a built-in type, or gives the oid of another.
+func typeName(oid uint32) string {
+	if t, ok := types.TypeForOID(oid); ok {
+		return t.Name
+	}
+	return fmt.Sprintf("type oid %d", oid)
 }

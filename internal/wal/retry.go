@@ -47,7 +47,7 @@ var (
 
 // permanent are the sentinels Classify is not asked about.
 var permanent = []error{ErrSlotMissing, ErrSlotLost, ErrSlotUnknown, ErrServerChanged,
-	ErrPublicationMissing, ErrSlotInUse, ErrBadSlotName, ErrDecode, ErrColumnMissing}
+	ErrPublicationMissing, ErrSlotInUse, ErrBadSlotName, ErrDecode, ErrColumnMissing, ErrSchemaChanged, ErrPublicationChanged}
 
 // The server ending the stream is a restart on its way: transient.
 var (

@@ -137,7 +137,7 @@ func (c *Capture) prepare(ctx context.Context, conn *pgconn.PgConn, create bool)
 			return nil, fmt.Errorf("state dir %s: database %q, connected to %q: %w", c.cfg.Store.Dir, id.Database, sys.DBName, ErrServerChanged)
 		}
 	}
-	if err := c.checkPublication(ctx, conn); err != nil {
+	if err := c.checkPublication(ctx, conn, create); err != nil {
 		return nil, err
 	}
 	slot, err := c.slotInfo(ctx, conn, start.ServerVersion)
