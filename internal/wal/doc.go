@@ -72,7 +72,7 @@
 // it is taken from the old row when there is one, and is otherwise marked
 // Missing — never an invented NULL.
 //
-// # Transactions (assemble.go, txn.go)
+// # Transactions (assemble.go, txn.go, spill.go)
 //
 // Changes are buffered per transaction and handed out at commit as a Txn
 // with its commit LSN, end LSN, xid and commit time; rolled-back work never
