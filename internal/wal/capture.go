@@ -240,7 +240,7 @@ func (c *Capture) Run(ctx context.Context, out chan<- []*Txn) error {
 			}
 			c.reconnects.Add(1)
 		}
-		r.ownPID = int(conn.PID())
+		r.current = int(conn.PID())
 		received, err := s.run(ctx, conn)
 		closeConn(conn)
 		conn = nil

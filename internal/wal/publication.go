@@ -36,35 +36,67 @@ func (e *PublicationError) Error() string {
 
 func (e *PublicationError) Is(target error) bool { return target == ErrPublicationChanged }
 
-// publicationSQL reads the publication's actions; no row: it does not
-// exist. The one query for both Open (over the replication connection) and
-// the watcher (over an ordinary one); both take the simple protocol.
+// publicationSQL reads the publication's actions and the tables it
+// publishes (FOR ALL TABLES and FOR TABLES IN SCHEMA expanded), in one
+// statement so both come from one snapshot: a row per table, or one with
+// NULLs when it publishes none; no row when it does not exist. The one
+// query for Open (over the replication connection) and the watcher (over
+// an ordinary one); both take the simple protocol.
 func publicationSQL(publication string) string {
-	return "SELECT pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_catalog.pg_publication WHERE pubname = " +
-		change.QuoteLiteral(publication)
+	return "SELECT p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate, t.schemaname, t.tablename " +
+		"FROM pg_catalog.pg_publication p LEFT JOIN pg_catalog.pg_publication_tables t ON t.pubname = p.pubname " +
+		"WHERE p.pubname = " + change.QuoteLiteral(publication)
 }
 
-// publishedSQL lists the tables the publication publishes (FOR ALL TABLES
-// and FOR TABLES IN SCHEMA expanded).
-func publishedSQL(publication string) string {
-	return "SELECT schemaname, tablename FROM pg_catalog.pg_publication_tables WHERE pubname = " +
-		change.QuoteLiteral(publication)
+// publication is what publicationSQL read.
+type publication struct {
+	actions   []string // the actions capture needs that it publishes
+	published []change.Table
+}
+
+// readPublication runs publicationSQL; ErrPublicationMissing when the
+// publication does not exist.
+func readPublication(ctx context.Context, conn *pgconn.PgConn, name string) (*publication, error) {
+	rows, err := simpleQuery(ctx, conn, publicationSQL(name))
+	if err != nil {
+		return nil, err
+	}
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("publication %s: %w", name, ErrPublicationMissing)
+	}
+	p := &publication{}
+	for i, a := range actions {
+		if string(rows[0][i]) == "t" {
+			p.actions = append(p.actions, a)
+		}
+	}
+	for _, r := range rows {
+		if r[4] != nil {
+			p.published = append(p.published, change.Table{Schema: string(r[4]), Name: string(r[5])})
+		}
+	}
+	return p, nil
+}
+
+// publishes reports whether t (schema-less: in any schema) is published.
+func (p *publication) publishes(t change.Table) bool {
+	return slices.ContainsFunc(p.published, func(q change.Table) bool {
+		return q.Name == t.Name && (t.Schema == "" || q.Schema == t.Schema)
+	})
 }
 
 // checkPublication checks that the publication exists; on Open (first) it
 // also notes which captured tables it publishes, for the watcher.
 func (c *Capture) checkPublication(ctx context.Context, conn *pgconn.PgConn, first bool) error {
-	rows, err := simpleQuery(ctx, conn, publicationSQL(c.cfg.Publication))
+	p, err := readPublication(ctx, conn, c.cfg.Publication)
+	if errors.Is(err, ErrPublicationMissing) {
+		return err
+	}
 	if err != nil {
 		return fmt.Errorf("check publication: %w", err)
 	}
-	if len(rows) == 0 {
-		return fmt.Errorf("publication %s: %w", c.cfg.Publication, ErrPublicationMissing)
-	}
 	if first {
-		if err := c.pub.baseline(ctx, conn); err != nil {
-			return fmt.Errorf("check publication: %w", err)
-		}
+		c.pub.baseline(p)
 	}
 	return nil
 }
@@ -82,75 +114,44 @@ type publicationWatch struct {
 	required []change.Table // nil until the baseline
 }
 
-// published reads the tables the publication publishes.
-func (w *publicationWatch) published(ctx context.Context, conn *pgconn.PgConn) ([]change.Table, error) {
-	rows, err := simpleQuery(ctx, conn, publishedSQL(w.cfg.Publication))
-	if err != nil {
-		return nil, err
-	}
-	var out []change.Table
-	for _, r := range rows {
-		out = append(out, change.Table{Schema: string(r[0]), Name: string(r[1])})
-	}
-	return out, nil
-}
-
-// publishes reports whether t (schema-less: any schema) is in published.
-func publishes(published []change.Table, t change.Table) bool {
-	return slices.ContainsFunc(published, func(p change.Table) bool {
-		return p.Name == t.Name && (t.Schema == "" || p.Schema == t.Schema)
-	})
-}
-
-// baseline notes the captured tables the publication publishes now.
-func (w *publicationWatch) baseline(ctx context.Context, conn *pgconn.PgConn) error {
-	published, err := w.published(ctx, conn)
-	if err != nil {
-		return err
-	}
+// baseline notes the captured tables p publishes.
+func (w *publicationWatch) baseline(p *publication) {
 	w.required = []change.Table{}
 	for t := range w.cfg.Tables {
-		if publishes(published, t) {
+		if p.publishes(t) {
 			w.required = append(w.required, t)
 		}
 	}
-	return nil
 }
 
 // look runs the comparison on conn: a PublicationError, or
 // ErrPublicationMissing, when the publication no longer fits.
 func (w *publicationWatch) look(ctx context.Context, conn *pgconn.PgConn) error {
-	pub := w.cfg.Publication
-	rows, err := simpleQuery(ctx, conn, publicationSQL(pub))
+	name := w.cfg.Publication
+	p, err := readPublication(ctx, conn, name)
 	if err != nil {
 		return err
 	}
-	if len(rows) == 0 {
-		return fmt.Errorf("publication %s: %w", pub, ErrPublicationMissing)
-	}
-	var off []string
-	for i, a := range actions {
-		if string(rows[0][i]) != "t" {
-			off = append(off, a)
+	if len(p.actions) < len(actions) {
+		var off []string
+		for _, a := range actions {
+			if !slices.Contains(p.actions, a) {
+				off = append(off, a)
+			}
 		}
-	}
-	if len(off) > 0 {
-		return &PublicationError{Publication: pub,
+		return &PublicationError{Publication: name,
 			Why: fmt.Sprintf("it no longer publishes %s, so those changes no longer reach flusso-pg", strings.Join(off, ", ")),
-			Fix: fmt.Sprintf("ALTER PUBLICATION %s SET (publish = 'insert, update, delete, truncate'); then run with --resync", change.QuoteIdentIfNeeded(pub))}
+			Fix: fmt.Sprintf("ALTER PUBLICATION %s SET (publish = 'insert, update, delete, truncate'); then run with --resync", change.QuoteIdentIfNeeded(name))}
 	}
 	if w.required == nil {
-		return w.baseline(ctx, conn)
-	}
-	published, err := w.published(ctx, conn)
-	if err != nil {
-		return err
+		w.baseline(p)
+		return nil
 	}
 	for _, t := range w.required {
-		if !publishes(published, t) {
-			return &PublicationError{Publication: pub,
+		if !p.publishes(t) {
+			return &PublicationError{Publication: name,
 				Why: fmt.Sprintf("it no longer publishes table %s, so that table's changes no longer reach flusso-pg", t),
-				Fix: fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s; then run with --resync", change.QuoteIdentIfNeeded(pub), t)}
+				Fix: fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s; then run with --resync", change.QuoteIdentIfNeeded(name), t)}
 		}
 	}
 	return nil

@@ -382,7 +382,11 @@ func TestRetrier(t *testing.T) {
 		t.Fatal("still degraded after streaming")
 	}
 
-	r.ownPID = 20544 // the slot is still held by our own walsender, going away
+	// Our session streamed on walsender 20544, then broke; the new
+	// connection (999) finds the slot still held by 20544, going away.
+	r.current = 20544
+	r.streaming()
+	r.current = 999
 	if err := r.failed(context.Background(), busy); err != nil {
 		t.Fatalf("own walsender: %v", err)
 	}

@@ -128,7 +128,8 @@ type retrier struct {
 	slot      string
 	b         fault.Backoff
 	authSince time.Time
-	ownPID    int // the walsender of our last session: a slot still active for it is not another client
+	ownPID    int // the walsender of our last session that streamed: a slot still active for it is not another client
+	current   int // the walsender of the connection being started
 }
 
 func newRetrier(h *fault.Health, log *zap.Logger, slot string) *retrier {
@@ -172,6 +173,7 @@ func (r *retrier) failed(ctx context.Context, err error) error {
 
 // streaming ends the episode: the stream runs again.
 func (r *retrier) streaming() {
+	r.ownPID = r.current
 	r.authSince = time.Time{}
 	r.h.Recovered(stage)
 }
