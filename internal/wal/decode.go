@@ -77,8 +77,8 @@ type decoder struct {
 	tables   map[change.Table][]string
 	old      map[change.Table][]string // columns old rows must carry (Config.OldColumns)
 	rels     map[uint32]*relation
-	seen     map[uint32]*seenRel // captured tables seen, kept across reconnects (relation.go)
-	last     *relation           // the relation of the last change: most streams repeat it
+	seen     map[uint32]*relation // captured tables of earlier connections (relation.go)
+	last     *relation            // the relation of the last change: most streams repeat it
 	lastID   uint32
 	inStream bool
 
@@ -92,12 +92,17 @@ type field struct {
 }
 
 func newDecoder(tables map[change.Table][]string) *decoder {
-	return &decoder{tables: tables, rels: map[uint32]*relation{}, seen: map[uint32]*seenRel{}}
+	return &decoder{tables: tables, rels: map[uint32]*relation{}, seen: map[uint32]*relation{}}
 }
 
 // reset forgets the relation cache and stream state: a new connection
-// sends everything again.
+// sends everything again. The captured tables' entries are kept in seen.
 func (d *decoder) reset() {
+	for id, rel := range d.rels {
+		if rel.cols != nil {
+			d.seen[id] = rel // what relation.go compares the next connection's with
+		}
+	}
 	d.rels = map[uint32]*relation{}
 	d.last, d.lastID = nil, 0
 	d.inStream = false
@@ -310,11 +315,12 @@ func (d *decoder) row(kind pglogrepl.MessageType, oldKind byte, rel *relation) c
 			row.New = vals
 		}
 	}
-	for i, pos := range rel.attr {
+	for i := range rel.attr {
+		pos := rel.attr[i].pos
 		var old *change.Value
 		if row.Old != nil {
 			old = &row.Old[i]
-			if oldKind == tupleKey && !rel.ident[i] {
+			if oldKind == tupleKey && !rel.attr[i].ident {
 				// Under a key-only old tuple the other columns are sent as
 				// nulls that mean "not sent".
 				old.Missing = true

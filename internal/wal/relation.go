@@ -48,16 +48,8 @@ func (e *SchemaError) Is(target error) bool { return target == ErrSchemaChanged 
 type relation struct {
 	table change.Table
 	natts int
-	cols  []string // configured columns, key first; nil: the table is not captured
-	attr  []int    // per configured column, its position in the tuple
-	ident []bool   // per configured column, whether it is part of the replica identity
-}
-
-// seenRel is what capture saw of a captured table in earlier Relation
-// messages (kept across reconnects): its name and its columns' types.
-type seenRel struct {
-	table change.Table
-	types map[string]uint32 // configured column -> type oid
+	cols  []string    // configured columns, key first; nil: the table is not captured
+	attr  []attribute // per configured column: its position in the tuple, identity flag, type
 }
 
 // Replica identity settings in a Relation message.
@@ -110,7 +102,13 @@ func (d *decoder) relation(r *reader) error {
 			attrs[col] = attribute{pos: i, ident: flags&1 != 0, typ: typ}
 		}
 	}
-	prev := d.seen[id]
+	prev := d.rels[id]
+	if prev == nil {
+		prev = d.seen[id] // from an earlier connection
+	}
+	if prev != nil && prev.cols == nil {
+		prev = nil // not captured then: nothing to compare
+	}
 	if prev != nil && prev.table != table {
 		return renamed(prev.table, table, id)
 	}
@@ -118,7 +116,6 @@ func (d *decoder) relation(r *reader) error {
 		if err := d.check(rel, want, attrs, identity, prev, d.old[key]); err != nil {
 			return err
 		}
-		d.remember(id, table, want, attrs)
 	}
 	d.rels[id] = rel
 	if d.lastID == id {
@@ -130,18 +127,17 @@ func (d *decoder) relation(r *reader) error {
 // check fills rel for the configured columns want and checks them: each is
 // there, with the type it had, and the replica identity carries those
 // resolution needs in old rows.
-func (d *decoder) check(rel *relation, want []string, attrs map[string]attribute, identity byte, prev *seenRel, old []string) error {
+func (d *decoder) check(rel *relation, want []string, attrs map[string]attribute, identity byte, prev *relation, old []string) error {
 	table := rel.table
 	rel.cols = want
-	rel.attr = make([]int, len(want))
-	rel.ident = make([]bool, len(want))
+	rel.attr = make([]attribute, len(want))
 	for i, col := range want {
 		a, found := attrs[col]
 		if !found {
 			return fmt.Errorf("table %s, column %q: %w", table, col, ErrColumnMissing)
 		}
-		if prev != nil {
-			if was, ok := prev.types[col]; ok && was != a.typ {
+		if prev != nil && len(prev.attr) == len(want) {
+			if was := prev.attr[i].typ; was != a.typ {
 				return &SchemaError{Table: table, Column: col,
 					Why: fmt.Sprintf("its type changed from %s to %s, so documents built before and after would differ", typeName(was), typeName(a.typ)),
 					Fix: "change it back, or run with --resync to rebuild the documents with the new type"}
@@ -152,8 +148,7 @@ func (d *decoder) check(rel *relation, want []string, attrs map[string]attribute
 				Why: fmt.Sprintf("its replica identity is now %s, which no longer carries %s in the old row of a DELETE or an UPDATE, so flusso-pg cannot tell which document held the row", identityName(identity), col),
 				Fix: fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY FULL; then run with --resync (changes made meanwhile lack the old value)", table)}
 		}
-		rel.attr[i] = a.pos
-		rel.ident[i] = a.ident
+		rel.attr[i] = a
 	}
 	return nil
 }
@@ -170,15 +165,6 @@ func renamed(was, now change.Table, id uint32) error {
 	return &SchemaError{Table: was,
 		Why: fmt.Sprintf("it was renamed to %s (the same table, relation id %d), so its changes no longer match the config", now, id),
 		Fix: fmt.Sprintf("rename it back (%s), or name %s in the config and run with --resync", back, now)}
-}
-
-// remember records a captured table's name and column types.
-func (d *decoder) remember(id uint32, table change.Table, want []string, attrs map[string]attribute) {
-	s := &seenRel{table: table, types: make(map[string]uint32, len(want))}
-	for _, col := range want {
-		s.types[col] = attrs[col].typ
-	}
-	d.seen[id] = s
 }
 
 func identityName(b byte) string {
