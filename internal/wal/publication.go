@@ -43,7 +43,8 @@ func (e *PublicationError) Is(target error) bool { return target == ErrPublicati
 // query for Open (over the replication connection) and the watcher (over
 // an ordinary one); both take the simple protocol.
 func publicationSQL(publication string) string {
-	return "SELECT p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate, t.schemaname, t.tablename " +
+	return "SELECT p.pubinsert, p.pubupdate, p.pubdelete, p.pubtruncate, t.schemaname, t.tablename, " +
+		"(quote_ident(t.schemaname) || '.' || quote_ident(t.tablename))::regclass::oid " +
 		"FROM pg_catalog.pg_publication p LEFT JOIN pg_catalog.pg_publication_tables t ON t.pubname = p.pubname " +
 		"WHERE p.pubname = " + change.QuoteLiteral(publication)
 }
@@ -52,6 +53,7 @@ func publicationSQL(publication string) string {
 type publication struct {
 	actions   []string // the actions capture needs that it publishes
 	published []change.Table
+	oids      []string // per published table, its oid
 }
 
 // readPublication runs publicationSQL; ErrPublicationMissing when the
@@ -73,16 +75,22 @@ func readPublication(ctx context.Context, conn *pgconn.PgConn, name string) (*pu
 	for _, r := range rows {
 		if r[4] != nil {
 			p.published = append(p.published, change.Table{Schema: string(r[4]), Name: string(r[5])})
+			p.oids = append(p.oids, string(r[6]))
 		}
 	}
 	return p, nil
 }
 
-// publishes reports whether t (schema-less: in any schema) is published.
-func (p *publication) publishes(t change.Table) bool {
-	return slices.ContainsFunc(p.published, func(q change.Table) bool {
+// oidOf gives the oid of t (schema-less: in any schema) when it is
+// published.
+func (p *publication) oidOf(t change.Table) (string, bool) {
+	i := slices.IndexFunc(p.published, func(q change.Table) bool {
 		return q.Name == t.Name && (t.Schema == "" || q.Schema == t.Schema)
 	})
+	if i < 0 {
+		return "", false
+	}
+	return p.oids[i], true
 }
 
 // checkPublication checks that the publication exists; on Open (first) it
@@ -111,15 +119,15 @@ var actions = []string{"insert", "update", "delete", "truncate"}
 // change to stop for.
 type publicationWatch struct {
 	cfg      *Config
-	required []change.Table // nil until the baseline
+	required map[string]change.Table // by oid (a rename is relation.go's to report); nil until the baseline
 }
 
 // baseline notes the captured tables p publishes.
 func (w *publicationWatch) baseline(p *publication) {
-	w.required = []change.Table{}
+	w.required = map[string]change.Table{}
 	for t := range w.cfg.Tables {
-		if p.publishes(t) {
-			w.required = append(w.required, t)
+		if oid, ok := p.oidOf(t); ok {
+			w.required[oid] = t
 		}
 	}
 }
@@ -147,12 +155,22 @@ func (w *publicationWatch) look(ctx context.Context, conn *pgconn.PgConn) error 
 		w.baseline(p)
 		return nil
 	}
-	for _, t := range w.required {
-		if !p.publishes(t) {
-			return &PublicationError{Publication: name,
-				Why: fmt.Sprintf("it no longer publishes table %s, so that table's changes no longer reach flusso-pg", t),
-				Fix: fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s; then run with --resync", change.QuoteIdentIfNeeded(name), t)}
+	for oid, t := range w.required {
+		if slices.Contains(p.oids, oid) {
+			continue
 		}
+		rows, err := simpleQuery(ctx, conn, "SELECT 1 FROM pg_catalog.pg_class WHERE oid = "+oid)
+		if err != nil {
+			return err
+		}
+		if len(rows) == 0 {
+			return &PublicationError{Publication: name,
+				Why: fmt.Sprintf("table %s was dropped (or dropped and created again: a new table), so its changes no longer reach flusso-pg", t),
+				Fix: fmt.Sprintf("create it and ALTER PUBLICATION %s ADD TABLE %s, or remove it from the config; then run with --resync", change.QuoteIdentIfNeeded(name), t)}
+		}
+		return &PublicationError{Publication: name,
+			Why: fmt.Sprintf("it no longer publishes table %s, so that table's changes no longer reach flusso-pg", t),
+			Fix: fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s; then run with --resync", change.QuoteIdentIfNeeded(name), t)}
 	}
 	return nil
 }

@@ -143,3 +143,16 @@ func TestPublicationActionOff(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// A captured table dropped (here: and created again, a new table the
+// publication does not have) stops capture: DROP TABLE sends no deletes.
+func TestCapturedTableDropped(t *testing.T) {
+	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE u (id int PRIMARY KEY)`, "t, u",
+		map[change.Table][]string{tbl("t"): {"id"}, tbl("u"): {"id"}})
+	c, st := f.open()
+	r := run(t, c, st, 4)
+	f.db.Exec(t, `INSERT INTO u VALUES (1)`)
+	r.next(10 * time.Second).Release()
+	f.db.Exec(t, `DROP TABLE u; CREATE TABLE u (id int PRIMARY KEY)`)
+	stopsWith(t, r, ErrPublicationChanged, "table public.u was dropped", "ALTER PUBLICATION pub ADD TABLE public.u", "--resync")
+}
