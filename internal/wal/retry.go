@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"regexp"
 	"strconv"
 	"strings"
@@ -113,9 +112,9 @@ func classifyServer(slot string, err error) error {
 // stage is capture's name in fault.Health (the log, /readyz, the metrics).
 const stage = "capture"
 
-// standbyPoll is how often a capture waiting for a busy slot tries again
-// (plus up to as much jitter, so two standbys do not knock in step).
-const standbyPoll = time.Second
+// standbyPoll is how often a capture waiting for a busy slot tries again:
+// every one to two seconds, at random, so two standbys do not knock in step.
+const standbyPoll = 2 * time.Second
 
 // retrier applies fault.Retry's rules to Run's loop, which never returns
 // on success: a transient error waits out the backoff and reports to
@@ -127,6 +126,7 @@ type retrier struct {
 	log       *zap.Logger
 	slot      string
 	b         fault.Backoff
+	poll      fault.Backoff // a constant one: standbyPoll with jitter
 	authSince time.Time
 	ownPID    int // the walsender of our last session that streamed: a slot still active for it is not another client
 	current   int // the walsender of the connection being started
@@ -134,7 +134,8 @@ type retrier struct {
 
 func newRetrier(h *fault.Health, log *zap.Logger, slot string) *retrier {
 	return &retrier{h: h, log: log, slot: slot,
-		b: fault.Backoff{Min: fault.DefaultMinBackoff, Max: fault.DefaultMaxBackoff}}
+		b:    fault.Backoff{Min: fault.DefaultMinBackoff, Max: fault.DefaultMaxBackoff},
+		poll: fault.Backoff{Min: standbyPoll, Max: standbyPoll}}
 }
 
 // failed decides about err: nil means try again (after waiting), an error
@@ -148,7 +149,7 @@ func (r *retrier) failed(ctx context.Context, err error) error {
 		r.h.Waiting(stage, fmt.Sprintf("slot %s is in use by another client (server pid %d); waiting to take over", r.slot, busy.pid))
 		r.b.Reset()
 		r.log.Debug("slot busy; polling", zap.Int("server_pid", busy.pid))
-		return sleep(ctx, standbyPoll+rand.N(standbyPoll))
+		return r.poll.Wait(ctx)
 	}
 	class := classify(err)
 	switch class {
@@ -180,14 +181,3 @@ func (r *retrier) streaming() {
 
 // received resets the backoff: the connection carried data.
 func (r *retrier) received() { r.b.Reset() }
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
