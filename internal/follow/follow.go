@@ -157,13 +157,13 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 		Slot:           f.cfg.Source.Slot,
 		Publication:    f.cfg.Source.Publication,
 		Tables:         f.plan.CaptureColumns(),
+		OldColumns:     f.plan.OldTupleColumns(),
 		MemoryBudget:   f.cfg.Capture.MemoryBudget,
 		TempDir:        f.cfg.Capture.SpillDir,
 		StatusInterval: f.cfg.Capture.StatusInterval,
 		Coalesce:       coalesce(f.cfg.Capture.Coalesce),
 		Store:          f.store,
 		Resync:         f.opts.Resync,
-		OnReconnect:    func() { f.metrics.Reconnects.Inc() },
 	}, f.log)
 	defer f.capture.Close()
 	f.metrics.WatchCapture(f.capture)

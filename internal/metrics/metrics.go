@@ -31,7 +31,6 @@ type Metrics struct {
 	Transactions     prometheus.Counter
 	BackfillRows     *prometheus.GaugeVec // index
 	BackfillEstimate *prometheus.GaugeVec // index
-	Reconnects       prometheus.Counter
 
 	ready  atomic.Bool
 	failed atomic.Pointer[string]
@@ -61,17 +60,16 @@ func New() *Metrics {
 			Help: "Documents written by the backfill so far, by index."}, []string{"index"}),
 		BackfillEstimate: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "flusso_backfill_rows_estimate",
 			Help: "Estimated root rows of the backfill (pg_class.reltuples), by index."}, []string{"index"}),
-		Reconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "flusso_reconnects_total",
-			Help: "Replication connections re-established after an error."}),
 	}
 	r.MustRegister(m.ConfirmedLSN, m.LagBytes, m.LagSeconds, m.RetainedWALBytes, m.Documents, m.BuildSeconds,
-		m.Transactions, m.BackfillRows, m.BackfillEstimate, m.Reconnects,
+		m.Transactions, m.BackfillRows, m.BackfillEstimate,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 // CaptureStats is what the capture counts (wal.Capture has these methods).
 type CaptureStats interface {
+	Reconnects() int64
 	Spills() int64
 	SocketReads() int64
 	ReadPauses() int64
@@ -80,6 +78,9 @@ type CaptureStats interface {
 // WatchCapture exports the capture's counters.
 func (m *Metrics) WatchCapture(c CaptureStats) {
 	m.Registry.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flusso_reconnects_total",
+			Help: "Replication connections re-established after an error."},
+			func() float64 { return float64(c.Reconnects()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "flusso_capture_spilled_transactions_total",
 			Help: "Transactions whose changes outgrew capture.memory_budget and went to a temporary file."},
 			func() float64 { return float64(c.Spills()) }),

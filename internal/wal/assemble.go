@@ -1,5 +1,7 @@
 package wal
 
+import "github.com/jackc/pglogrepl"
+
 // assembler turns the decoded messages into committed transactions. A
 // transaction arrives either whole, between Begin and Commit, or (protocol
 // 2, when it outgrows the server's logical_decoding_work_mem) in streamed
@@ -47,47 +49,22 @@ func (a *assembler) newTxn(xid uint32) *Txn {
 // handle applies one message; it returns a transaction when one committed.
 func (a *assembler) handle(m *msg) (*Txn, error) {
 	switch m.kind {
-	case 0:
+	case kindSkip:
 		return nil, nil
-	case 'B':
-		if a.cur != nil {
-			return nil, decodeErr("begin of xid %d inside transaction %d", m.xid, a.cur.Xid)
-		}
-		if a.stream != nil {
-			return nil, decodeErr("begin inside a streamed block")
-		}
-		a.cur = a.newTxn(m.xid)
-		a.cur.CommitLSN = m.commitLSN
-		a.cur.CommitTime = m.commitTime
-	case 'C':
+	case pglogrepl.MessageTypeBegin:
+		return nil, a.begin(m)
+	case pglogrepl.MessageTypeCommit:
 		t := a.cur
 		if t == nil {
 			return nil, decodeErr("commit without begin")
 		}
 		a.cur = nil
-		t.CommitLSN = m.commitLSN
-		t.EndLSN = m.endLSN
-		t.CommitTime = m.commitTime
-		t.Rows = t.buf.n
-		return t, nil
-	case 'S':
-		if a.cur != nil {
-			return nil, decodeErr("stream start inside transaction %d", a.cur.Xid)
-		}
-		t, ok := a.streams[m.xid]
-		switch {
-		case ok && m.first:
-			return nil, decodeErr("first stream block of transaction %d came twice", m.xid)
-		case !ok && !m.first:
-			return nil, decodeErr("stream block of transaction %d without its first block", m.xid)
-		case !ok:
-			t = a.newTxn(m.xid)
-			a.streams[m.xid] = t
-		}
-		a.stream = t
-	case 'E':
+		return a.committed(t, m), nil
+	case pglogrepl.MessageTypeStreamStart:
+		return nil, a.streamStart(m)
+	case pglogrepl.MessageTypeStreamStop:
 		a.stream = nil
-	case 'c':
+	case pglogrepl.MessageTypeStreamCommit:
 		if a.stream != nil {
 			return nil, decodeErr("stream commit inside a streamed block")
 		}
@@ -96,45 +73,91 @@ func (a *assembler) handle(m *msg) (*Txn, error) {
 			return nil, decodeErr("stream commit of unknown transaction %d", m.xid)
 		}
 		delete(a.streams, m.xid)
-		t.CommitLSN = m.commitLSN
-		t.EndLSN = m.endLSN
-		t.CommitTime = m.commitTime
-		t.Rows = t.buf.n
-		return t, nil
-	case 'A':
-		if a.stream != nil {
-			return nil, decodeErr("stream abort inside a streamed block")
-		}
-		t, ok := a.streams[m.xid]
-		if !ok {
-			// A transaction whose blocks held nothing for us may still be
-			// aborted; there is nothing to drop.
-			return nil, nil
-		}
-		if m.subXid == m.xid || m.subXid == 0 {
-			delete(a.streams, m.xid)
-			t.Release()
-			return nil, nil
-		}
-		if err := t.buf.cut(m.subXid); err != nil {
-			return nil, err
-		}
-	case 'I', 'U', 'D', 'T':
-		t := a.cur
-		if a.stream != nil {
-			t = a.stream
-			if m.xid != t.Xid {
-				t.buf.mark(m.xid)
-			}
-		}
-		if t == nil {
-			return nil, decodeErr("change outside a transaction")
-		}
-		for i := range m.rows {
-			if err := t.buf.add(&m.rows[i]); err != nil {
-				return nil, err
-			}
-		}
+		return a.committed(t, m), nil
+	case pglogrepl.MessageTypeStreamAbort:
+		return nil, a.streamAbort(m)
+	case pglogrepl.MessageTypeInsert, pglogrepl.MessageTypeUpdate, pglogrepl.MessageTypeDelete, pglogrepl.MessageTypeTruncate:
+		return nil, a.change(m)
 	}
 	return nil, nil
+}
+
+func (a *assembler) begin(m *msg) error {
+	if a.cur != nil {
+		return decodeErr("begin of xid %d inside transaction %d", m.xid, a.cur.Xid)
+	}
+	if a.stream != nil {
+		return decodeErr("begin inside a streamed block")
+	}
+	a.cur = a.newTxn(m.xid)
+	a.cur.CommitLSN = m.commitLSN
+	a.cur.CommitTime = m.commitTime
+	return nil
+}
+
+// committed finishes t at its Commit or Stream Commit m.
+func (a *assembler) committed(t *Txn, m *msg) *Txn {
+	t.CommitLSN = m.commitLSN
+	t.EndLSN = m.endLSN
+	t.CommitTime = m.commitTime
+	t.Rows = t.buf.n
+	return t
+}
+
+func (a *assembler) streamStart(m *msg) error {
+	if a.cur != nil {
+		return decodeErr("stream start inside transaction %d", a.cur.Xid)
+	}
+	t, ok := a.streams[m.xid]
+	switch {
+	case ok && m.first:
+		return decodeErr("first stream block of transaction %d came twice", m.xid)
+	case !ok && !m.first:
+		return decodeErr("stream block of transaction %d without its first block", m.xid)
+	case !ok:
+		t = a.newTxn(m.xid)
+		a.streams[m.xid] = t
+	}
+	a.stream = t
+	return nil
+}
+
+// streamAbort drops a streamed transaction, or cuts a subtransaction's
+// rows out of it.
+func (a *assembler) streamAbort(m *msg) error {
+	if a.stream != nil {
+		return decodeErr("stream abort inside a streamed block")
+	}
+	t, ok := a.streams[m.xid]
+	if !ok {
+		// A transaction whose blocks held nothing for us may still be
+		// aborted; there is nothing to drop.
+		return nil
+	}
+	if m.subXid == m.xid || m.subXid == 0 {
+		delete(a.streams, m.xid)
+		t.Release()
+		return nil
+	}
+	return t.buf.cut(m.subXid)
+}
+
+// change adds a change's rows to the transaction it belongs to.
+func (a *assembler) change(m *msg) error {
+	t := a.cur
+	if a.stream != nil {
+		t = a.stream
+		if m.xid != t.Xid {
+			t.buf.mark(m.xid)
+		}
+	}
+	if t == nil {
+		return decodeErr("change outside a transaction")
+	}
+	for i := range m.rows {
+		if err := t.buf.add(&m.rows[i]); err != nil {
+			return err
+		}
+	}
+	return nil
 }

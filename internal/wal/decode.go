@@ -1,7 +1,6 @@
 package wal
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -34,33 +33,52 @@ func decodeErr(format string, args ...any) error {
 // msg is one decoded message. rows alias the decoder's scratch: they are
 // valid until the next decode, but their values are fresh copies.
 type msg struct {
-	kind       byte          // the message type byte; 0 for a change of a table not captured
-	xid        uint32        // B: xid; S, c, A: top-level xid; a change inside a stream: its (sub)transaction
-	subXid     uint32        // A
-	first      bool          // S: first segment of the transaction
-	commitLSN  pglogrepl.LSN // B (final LSN), C, c
-	endLSN     pglogrepl.LSN // C, c: end of the commit record
-	commitTime time.Time     // B, C, c
-	rows       []change.Row  // I, U, D: at most one; T: one per captured table
+	kind       pglogrepl.MessageType // the message type; kindSkip for a change of a table not captured
+	xid        uint32                // B: xid; S, c, A: top-level xid; a change inside a stream: its (sub)transaction
+	subXid     uint32                // A
+	first      bool                  // S: first segment of the transaction
+	commitLSN  pglogrepl.LSN         // B (final LSN), C, c
+	endLSN     pglogrepl.LSN         // C, c: end of the commit record
+	commitTime time.Time             // B, C, c
+	rows       []change.Row          // I, U, D: at most one; T: one per captured table
 }
 
-// relation is the cached Relation message of one table, reduced to what the
-// configured columns need.
-type relation struct {
-	table change.Table
-	natts int
-	cols  []string // configured columns, key first; nil: the table is not captured
-	attr  []int    // per configured column, its position in the tuple
-	ident []bool   // per configured column, whether it is part of the replica identity
-}
+// kindSkip is the kind of a change decoded and dropped: its table is not
+// captured. No pgoutput message type is 0.
+const kindSkip pglogrepl.MessageType = 0
+
+// The protocol 3 two-phase messages (pglogrepl names none of them). They
+// come only with two_phase, which flusso-pg never asks for.
+const (
+	msgBeginPrepare     pglogrepl.MessageType = 'b'
+	msgPrepare          pglogrepl.MessageType = 'P'
+	msgCommitPrepared   pglogrepl.MessageType = 'K'
+	msgRollbackPrepared pglogrepl.MessageType = 'r'
+	msgStreamPrepare    pglogrepl.MessageType = 'p'
+)
+
+// Tuple markers in Insert, Update and Delete messages, and the kinds of a
+// column value in TupleData.
+const (
+	tupleNew = 'N' // the new row
+	tupleKey = 'K' // the old row's replica identity columns
+	tupleOld = 'O' // the whole old row (REPLICA IDENTITY FULL)
+
+	valueNull      = 'n'
+	valueUnchanged = 'u' // an unchanged TOAST value, not sent
+	valueText      = 't'
+	valueBinary    = 'b'
+)
 
 // decoder turns pgoutput messages into msgs. It keeps the relation cache
 // and whether it is inside a streamed block ('S' … 'E'), where each change
 // carries its transaction id.
 type decoder struct {
 	tables   map[change.Table][]string
+	old      map[change.Table][]string // columns old rows must carry (Config.OldColumns)
 	rels     map[uint32]*relation
-	last     *relation // the relation of the last change: most streams repeat it
+	seen     map[uint32]*relation // captured tables of earlier connections (relation.go)
+	last     *relation            // the relation of the last change: most streams repeat it
 	lastID   uint32
 	inStream bool
 
@@ -69,102 +87,25 @@ type decoder struct {
 }
 
 type field struct {
-	kind byte // 'n' null, 'u' unchanged TOAST, 't' text, 'b' binary
+	kind byte // valueNull, valueUnchanged, valueText or valueBinary
 	data []byte
 }
 
 func newDecoder(tables map[change.Table][]string) *decoder {
-	return &decoder{tables: tables, rels: map[uint32]*relation{}}
+	return &decoder{tables: tables, rels: map[uint32]*relation{}, seen: map[uint32]*relation{}}
 }
 
 // reset forgets the relation cache and stream state: a new connection
-// sends everything again.
+// sends everything again. The captured tables' entries are kept in seen.
 func (d *decoder) reset() {
+	for id, rel := range d.rels {
+		if rel.cols != nil {
+			d.seen[id] = rel // what relation.go compares the next connection's with
+		}
+	}
 	d.rels = map[uint32]*relation{}
 	d.last, d.lastID = nil, 0
 	d.inStream = false
-}
-
-// reader reads big-endian fields with bounds checks; the first failure
-// sticks and later reads return zero values.
-type reader struct {
-	b   []byte
-	bad bool
-}
-
-func (r *reader) byte1() byte {
-	if len(r.b) < 1 {
-		r.bad = true
-		return 0
-	}
-	v := r.b[0]
-	r.b = r.b[1:]
-	return v
-}
-
-func (r *reader) u16() uint16 {
-	if len(r.b) < 2 {
-		r.bad = true
-		r.b = nil
-		return 0
-	}
-	v := binary.BigEndian.Uint16(r.b)
-	r.b = r.b[2:]
-	return v
-}
-
-func (r *reader) u32() uint32 {
-	if len(r.b) < 4 {
-		r.bad = true
-		r.b = nil
-		return 0
-	}
-	v := binary.BigEndian.Uint32(r.b)
-	r.b = r.b[4:]
-	return v
-}
-
-func (r *reader) u64() uint64 {
-	if len(r.b) < 8 {
-		r.bad = true
-		r.b = nil
-		return 0
-	}
-	v := binary.BigEndian.Uint64(r.b)
-	r.b = r.b[8:]
-	return v
-}
-
-func (r *reader) bytes(n int) []byte {
-	if n < 0 || len(r.b) < n {
-		r.bad = true
-		r.b = nil
-		return nil
-	}
-	v := r.b[:n:n]
-	r.b = r.b[n:]
-	return v
-}
-
-// cstring reads a NUL-terminated string.
-func (r *reader) cstring() string {
-	for i, c := range r.b {
-		if c == 0 {
-			s := string(r.b[:i])
-			r.b = r.b[i+1:]
-			return s
-		}
-	}
-	r.bad = true
-	r.b = nil
-	return ""
-}
-
-// pgEpoch is 2000-01-01 00:00:00 UTC, where Postgres timestamps count from.
-const pgEpochUnix = 946684800
-
-func pgTime(us int64) time.Time {
-	return time.Unix(pgEpochUnix+us/1_000_000, (us%1_000_000)*1000).UTC()
 }
 
 // decode decodes one pgoutput message.
@@ -174,91 +115,46 @@ func (d *decoder) decode(data []byte) (msg, error) {
 		return m, decodeErr("empty message")
 	}
 	r := reader{b: data[1:]}
-	m.kind = data[0]
+	m.kind = pglogrepl.MessageType(data[0])
+	var err error
 	switch m.kind {
-	case 'B':
-		m.commitLSN = pglogrepl.LSN(r.u64())
-		m.commitTime = pgTime(int64(r.u64()))
-		m.xid = r.u32()
-	case 'C':
-		r.byte1() // flags
-		m.commitLSN = pglogrepl.LSN(r.u64())
-		m.endLSN = pglogrepl.LSN(r.u64())
-		m.commitTime = pgTime(int64(r.u64()))
-	case 'S':
-		if d.inStream {
-			return m, decodeErr("stream start inside a stream")
-		}
-		m.xid = r.u32()
-		m.first = r.byte1() == 1
-		if !r.bad {
-			d.inStream = true
-		}
-	case 'E':
-		if !d.inStream {
-			return m, decodeErr("stream stop outside a stream")
-		}
-		d.inStream = false
-	case 'c':
-		m.xid = r.u32()
-		r.byte1() // flags
-		m.commitLSN = pglogrepl.LSN(r.u64())
-		m.endLSN = pglogrepl.LSN(r.u64())
-		m.commitTime = pgTime(int64(r.u64()))
-	case 'A':
-		m.xid = r.u32()
-		m.subXid = r.u32()
-		// Protocol 4 adds the abort LSN and time; nothing here needs them.
-	case 'O', 'Y', 'M':
+	case pglogrepl.MessageTypeBegin, pglogrepl.MessageTypeCommit:
+		d.transaction(&m, &r)
+	case pglogrepl.MessageTypeStreamStart, pglogrepl.MessageTypeStreamStop,
+		pglogrepl.MessageTypeStreamCommit, pglogrepl.MessageTypeStreamAbort:
+		err = d.stream(&m, &r)
+	case pglogrepl.MessageTypeOrigin, pglogrepl.MessageTypeType, pglogrepl.MessageTypeMessage:
 		// Origin, Type and logical decoding messages: nothing to keep. Type
 		// and Message carry an xid inside a stream, which is not needed either.
 		return m, nil
-	case 'R':
+	case pglogrepl.MessageTypeRelation:
 		if d.inStream {
 			r.u32()
 		}
-		if err := d.relation(&r); err != nil {
-			return m, err
-		}
-	case 'I', 'U', 'D':
+		err = d.relation(&r)
+	case pglogrepl.MessageTypeInsert, pglogrepl.MessageTypeUpdate, pglogrepl.MessageTypeDelete:
 		if d.inStream {
 			m.xid = r.u32()
 		}
-		row, ok, err := d.change(m.kind, &r)
-		if err != nil {
-			return m, err
-		}
-		if ok {
+		row, ok, cerr := d.change(m.kind, &r)
+		switch {
+		case cerr != nil:
+			err = cerr
+		case ok:
 			d.rows = append(d.rows[:0], row)
 			m.rows = d.rows
-		} else {
-			m.kind = 0
+		default:
+			m.kind = kindSkip
 		}
-	case 'T':
-		if d.inStream {
-			m.xid = r.u32()
-		}
-		n := int(r.u32())
-		r.byte1() // options: CASCADE, RESTART IDENTITY
-		if r.bad || n < 0 || n > len(r.b)/4 {
-			return m, decodeErr("truncate: bad relation count")
-		}
-		d.rows = d.rows[:0]
-		for range n {
-			id := r.u32()
-			rel, ok := d.rels[id]
-			if !ok {
-				return m, decodeErr("truncate: unknown relation id %d (no Relation message)", id)
-			}
-			if rel.cols != nil {
-				d.rows = append(d.rows, change.Row{Table: rel.table, Op: change.Truncate})
-			}
-		}
-		m.rows = d.rows
-	case 'b', 'P', 'K', 'r', 'p':
+	case pglogrepl.MessageTypeTruncate:
+		err = d.truncate(&m, &r)
+	case msgBeginPrepare, msgPrepare, msgCommitPrepared, msgRollbackPrepared, msgStreamPrepare:
 		return m, decodeErr("two-phase message %q: flusso-pg never asks for two_phase", m.kind)
 	default:
 		return m, decodeErr("unknown message type %q", m.kind)
+	}
+	if err != nil {
+		return m, err
 	}
 	if r.bad {
 		return m, decodeErr("message %q is truncated", m.kind)
@@ -266,66 +162,80 @@ func (d *decoder) decode(data []byte) (msg, error) {
 	return m, nil
 }
 
-// relation reads a Relation message into the cache, refreshing an older one
-// (a Relation comes again after DDL).
-func (d *decoder) relation(r *reader) error {
-	id := r.u32()
-	ns := r.cstring()
-	name := r.cstring()
-	r.byte1() // replica identity setting
-	natts := int(r.u16())
-	if r.bad {
-		return decodeErr("relation message is truncated")
+// transaction reads a Begin or a Commit.
+func (d *decoder) transaction(m *msg, r *reader) {
+	if m.kind == pglogrepl.MessageTypeBegin {
+		m.commitLSN = pglogrepl.LSN(r.u64())
+		m.commitTime = pgTime(int64(r.u64()))
+		m.xid = r.u32()
+		return
 	}
-	table := change.Table{Schema: ns, Name: name}
-	want, ok := d.tables[table]
-	if !ok {
-		want, ok = d.tables[change.Table{Name: name}]
-	}
-	rel := &relation{table: table, natts: natts}
-	type att struct {
-		pos   int
-		ident bool
-	}
-	var seen map[string]att
-	if ok {
-		seen = make(map[string]att, natts)
-	}
-	for i := range natts {
-		flags := r.byte1()
-		col := r.cstring()
-		r.u32() // type oid
-		r.u32() // type modifier
-		if r.bad {
-			return decodeErr("relation %s: message is truncated", table)
+	r.byte1() // flags
+	m.commitLSN = pglogrepl.LSN(r.u64())
+	m.endLSN = pglogrepl.LSN(r.u64())
+	m.commitTime = pgTime(int64(r.u64()))
+}
+
+// stream reads the messages of protocol 2's streamed transactions and
+// keeps track of whether a streamed block is open.
+func (d *decoder) stream(m *msg, r *reader) error {
+	switch m.kind {
+	case pglogrepl.MessageTypeStreamStart:
+		if d.inStream {
+			return decodeErr("stream start inside a stream")
 		}
-		if seen != nil {
-			seen[col] = att{pos: i, ident: flags&1 != 0}
+		m.xid = r.u32()
+		m.first = r.byte1() == 1
+		if !r.bad {
+			d.inStream = true
+		}
+	case pglogrepl.MessageTypeStreamStop:
+		if !d.inStream {
+			return decodeErr("stream stop outside a stream")
+		}
+		d.inStream = false
+	case pglogrepl.MessageTypeStreamCommit:
+		m.xid = r.u32()
+		r.byte1() // flags
+		m.commitLSN = pglogrepl.LSN(r.u64())
+		m.endLSN = pglogrepl.LSN(r.u64())
+		m.commitTime = pgTime(int64(r.u64()))
+	case pglogrepl.MessageTypeStreamAbort:
+		m.xid = r.u32()
+		m.subXid = r.u32()
+		// Protocol 4 adds the abort LSN and time; nothing here needs them.
+	}
+	return nil
+}
+
+// truncate reads a Truncate: one row per captured table.
+func (d *decoder) truncate(m *msg, r *reader) error {
+	if d.inStream {
+		m.xid = r.u32()
+	}
+	n := int(r.u32())
+	r.byte1() // options: CASCADE, RESTART IDENTITY
+	if r.bad || n < 0 || n > len(r.b)/4 {
+		return decodeErr("truncate: bad relation count")
+	}
+	d.rows = d.rows[:0]
+	for range n {
+		id := r.u32()
+		rel, ok := d.rels[id]
+		if !ok {
+			return decodeErr("truncate: unknown relation id %d (no Relation message)", id)
+		}
+		if rel.cols != nil {
+			d.rows = append(d.rows, change.Row{Table: rel.table, Op: change.Truncate})
 		}
 	}
-	if ok {
-		rel.cols = want
-		rel.attr = make([]int, len(want))
-		rel.ident = make([]bool, len(want))
-		for i, col := range want {
-			a, found := seen[col]
-			if !found {
-				return fmt.Errorf("table %s, column %q: %w", table, col, ErrColumnMissing)
-			}
-			rel.attr[i] = a.pos
-			rel.ident[i] = a.ident
-		}
-	}
-	d.rels[id] = rel
-	if d.lastID == id {
-		d.last = rel
-	}
+	m.rows = d.rows
 	return nil
 }
 
 // change decodes an Insert, Update or Delete; ok is false for a table that
 // is not captured.
-func (d *decoder) change(kind byte, r *reader) (change.Row, bool, error) {
+func (d *decoder) change(kind pglogrepl.MessageType, r *reader) (change.Row, bool, error) {
 	id := r.u32()
 	if r.bad {
 		return change.Row{}, false, decodeErr("change is truncated")
@@ -341,73 +251,86 @@ func (d *decoder) change(kind byte, r *reader) (change.Row, bool, error) {
 	if rel.cols == nil {
 		return change.Row{}, false, nil
 	}
-	var err error
-	oldKind := byte(0)
+	oldKind, err := d.tuples(kind, rel, r)
+	if err != nil {
+		return change.Row{}, false, err
+	}
+	return d.row(kind, oldKind, rel), true, nil
+}
+
+// tuples reads the old and new tuples of a change into d.oldT and d.newT.
+// oldKind is tupleKey or tupleOld when an old tuple came, else 0.
+func (d *decoder) tuples(kind pglogrepl.MessageType, rel *relation, r *reader) (oldKind byte, err error) {
 	d.oldT, d.newT = d.oldT[:0], d.newT[:0]
 	tag := r.byte1()
 	switch kind {
-	case 'I':
-		if tag != 'N' {
-			return change.Row{}, false, decodeErr("insert into %s: expected 'N', got %q", rel.table, tag)
+	case pglogrepl.MessageTypeInsert:
+		if tag != tupleNew {
+			return 0, decodeErr("insert into %s: expected 'N', got %q", rel.table, tag)
 		}
 		d.newT, err = readTuple(r, d.newT)
-	case 'U':
-		if tag == 'K' || tag == 'O' {
+	case pglogrepl.MessageTypeUpdate:
+		if tag == tupleKey || tag == tupleOld {
 			oldKind = tag
 			if d.oldT, err = readTuple(r, d.oldT); err != nil {
 				break
 			}
 			tag = r.byte1()
 		}
-		if tag != 'N' {
-			return change.Row{}, false, decodeErr("update of %s: expected 'N', got %q", rel.table, tag)
+		if tag != tupleNew {
+			return 0, decodeErr("update of %s: expected 'N', got %q", rel.table, tag)
 		}
 		d.newT, err = readTuple(r, d.newT)
-	case 'D':
-		if tag != 'K' && tag != 'O' {
-			return change.Row{}, false, decodeErr("delete from %s: expected 'K' or 'O', got %q", rel.table, tag)
+	case pglogrepl.MessageTypeDelete:
+		if tag != tupleKey && tag != tupleOld {
+			return 0, decodeErr("delete from %s: expected 'K' or 'O', got %q", rel.table, tag)
 		}
 		oldKind = tag
 		d.oldT, err = readTuple(r, d.oldT)
 	}
 	if err != nil {
-		return change.Row{}, false, fmt.Errorf("%s: %w", rel.table, err)
+		return 0, fmt.Errorf("%s: %w", rel.table, err)
 	}
-	if (oldKind != 0 && len(d.oldT) != rel.natts) || (kind != 'D' && len(d.newT) != rel.natts) {
-		return change.Row{}, false, decodeErr("%s: tuple columns do not match the relation's %d", rel.table, rel.natts)
+	if (oldKind != 0 && len(d.oldT) != rel.natts) || (kind != pglogrepl.MessageTypeDelete && len(d.newT) != rel.natts) {
+		return 0, decodeErr("%s: tuple columns do not match the relation's %d", rel.table, rel.natts)
 	}
+	return oldKind, nil
+}
+
+// row makes the change.Row of the tuples just read: the configured
+// columns, copied.
+func (d *decoder) row(kind pglogrepl.MessageType, oldKind byte, rel *relation) change.Row {
 	row := change.Row{Table: rel.table, Op: change.Op(kind), Cols: rel.cols}
 	n := len(rel.cols)
 	var vals []change.Value
 	switch {
-	case oldKind != 0 && kind == 'U':
+	case oldKind != 0 && kind == pglogrepl.MessageTypeUpdate:
 		vals = make([]change.Value, 2*n)
 		row.Old, row.New = vals[:n:n], vals[n:]
 	default:
 		vals = make([]change.Value, n)
-		if kind == 'D' {
+		if kind == pglogrepl.MessageTypeDelete {
 			row.Old = vals
 		} else {
 			row.New = vals
 		}
 	}
-	for i, pos := range rel.attr {
+	for i := range rel.attr {
+		pos := rel.attr[i].pos
 		var old *change.Value
 		if row.Old != nil {
 			old = &row.Old[i]
-			f := d.oldT[pos]
-			switch {
-			case oldKind == 'K' && !rel.ident[i]:
+			if oldKind == tupleKey && !rel.attr[i].ident {
 				// Under a key-only old tuple the other columns are sent as
 				// nulls that mean "not sent".
 				old.Missing = true
-			default:
-				*old = fieldValue(f)
+			} else {
+				*old = fieldValue(d.oldT[pos])
 			}
 		}
 		if row.New != nil {
 			f := d.newT[pos]
-			if f.kind == 'u' {
+			if f.kind == valueUnchanged {
 				// Unchanged TOAST: the old tuple has it, or nobody does.
 				if old != nil && !old.Missing {
 					row.New[i] = *old
@@ -419,14 +342,14 @@ func (d *decoder) change(kind byte, r *reader) (change.Row, bool, error) {
 			row.New[i] = fieldValue(f)
 		}
 	}
-	return row, true, nil
+	return row
 }
 
 func fieldValue(f field) change.Value {
 	switch f.kind {
-	case 'n':
+	case valueNull:
 		return change.Value{Null: true}
-	case 'u':
+	case valueUnchanged:
 		return change.Value{Missing: true}
 	default:
 		return change.Value{Text: string(f.data)}
@@ -442,11 +365,11 @@ func readTuple(r *reader, dst []field) ([]field, error) {
 	for range n {
 		f := field{kind: r.byte1()}
 		switch f.kind {
-		case 'n', 'u':
-		case 't':
+		case valueNull, valueUnchanged:
+		case valueText:
 			l := int(int32(r.u32()))
 			f.data = r.bytes(l)
-		case 'b':
+		case valueBinary:
 			return dst, decodeErr("binary column values are not supported")
 		default:
 			return dst, decodeErr("unknown column kind %q", f.kind)

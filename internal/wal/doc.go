@@ -18,7 +18,7 @@
 // consumer has not confirmed is sent again, so delivery is at-least-once
 // and correctness depends on confirming only what is durably written.
 //
-// # The life of a slot (slot.go)
+// # The life of a slot (capture.go, slot.go)
 //
 // Open connects in replication mode (replication=database: a walsender
 // that also answers plain SQL), asks IDENTIFY_SYSTEM for the server's
@@ -50,7 +50,7 @@
 // starts over with a new slot and a new backfill. Slots are never created
 // with TWO_PHASE, so a prepared transaction arrives whole at COMMIT PREPARED.
 //
-// # The stream (stream.go, decode.go)
+// # The stream (session.go, status.go, decode.go, relation.go)
 //
 // START_REPLICATION opens a copy stream. The server sends XLogData
 // messages, each carrying one pgoutput message, and keepalives; the client
@@ -72,7 +72,7 @@
 // it is taken from the old row when there is one, and is otherwise marked
 // Missing — never an invented NULL.
 //
-// # Transactions (assemble.go, txn.go)
+// # Transactions (assemble.go, txn.go, spill.go)
 //
 // Changes are buffered per transaction and handed out at commit as a Txn
 // with its commit LSN, end LSN, xid and commit time; rolled-back work never
@@ -109,13 +109,19 @@
 //
 // Updates go out on every keepalive that asks for one and on a timer, also
 // while the consumer is not reading, or the server would end the
-// connection after wal_sender_timeout. One goroutine owns the connection.
+// connection after wal_sender_timeout. One goroutine owns the connection;
+// status.go draws the three reasons its blocking read is cut short.
 //
-// # Failures
+// # Failures (retry.go)
 //
-// Network errors and server restarts are retried with exponential backoff
-// and jitter; the stream resumes from the watermark and replays what was
-// not confirmed. A server that is shutting down waits for its walsenders to
-// be confirmed up to what they sent; when a transaction is still pending,
-// capture disconnects instead, so the server can stop.
+// Errors are sorted by internal/fault: network errors, server restarts and
+// crashes, a killed walsender are transient and retried for as long as
+// they last, with a backoff from 100 ms to 30 s with jitter; bad
+// credentials get a grace period; a lost slot, a dropped publication,
+// another server or a decode error end Run. The stream resumes from the
+// watermark and replays what was not confirmed. A slot that another client
+// streams from (a second instance) is waited for: capture polls and takes
+// over when the slot is free. A server that is shutting down waits for its
+// walsenders to be confirmed up to what they sent; when a transaction is
+// still pending, capture disconnects instead, so the server can stop.
 package wal

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -18,7 +19,12 @@ import (
 	"github.com/flusso-pg/flusso-pg/internal/state"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(captureProcessEnv) != "" {
+		os.Exit(captureProcessMain())
+	}
+	pgtest.Main(m)
+}
 
 // fixture is one test's database, publication and capture settings.
 type fixture struct {

@@ -6,15 +6,20 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/flusso-pg/flusso-pg/internal/change"
+	"github.com/flusso-pg/flusso-pg/internal/fault"
 	"github.com/flusso-pg/flusso-pg/internal/state"
 )
 
@@ -259,46 +264,14 @@ func TestConfirmedNeverPassesWatermark(t *testing.T) {
 	}
 }
 
-// Which errors end Run and which are retried.
-func TestFatal(t *testing.T) {
-	pg := func(code string) error { return fmt.Errorf("wrapped: %w", &pgconn.PgError{Code: code, Message: "x"}) }
-	for _, c := range []struct {
-		err   error
-		fatal bool
-	}{
-		{io.ErrUnexpectedEOF, false},
-		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, false},
-		{pg("57P01"), false}, // admin shutdown
-		{pg("57P03"), false}, // starting up
-		{pg("08006"), false},
-		{pg("53300"), false}, // too many connections
-		{pg("55006"), false}, // slot still active
-		{pg("28P01"), true},  // bad password
-		{pg("28000"), true},  // no such role / pg_hba
-		{pg("42501"), true},  // no REPLICATION privilege
-		{pg("3D000"), true},  // no such database
-		{classifyServer(&pgconn.PgError{Code: "42704", Message: `publication "pub" does not exist`}), true},
-		{classifyServer(&pgconn.PgError{Code: "42704", Message: `replication slot "s" does not exist`}), true},
-		{fmt.Errorf("x: %w", ErrSlotLost), true},
-		{fmt.Errorf("x: %w", ErrColumnMissing), true},
-		{decodeErr("bad"), true},
-	} {
-		if got := fatal(c.err); got != c.fatal {
-			t.Errorf("fatal(%v) = %v, want %v", c.err, got, c.fatal)
-		}
-	}
-	if !errors.Is(classifyServer(&pgconn.PgError{Code: "42704", Message: `publication "pub" does not exist`}), ErrPublicationMissing) {
-		t.Error("a missing publication is not ErrPublicationMissing")
-	}
-}
-
-// Bad credentials fail Open at once, without retrying.
+// Bad credentials fail Open at once (the operator is starting it), as an
+// Auth error: Run would retry it for fault.DefaultAuthGrace.
 func TestBadRole(t *testing.T) {
 	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t", map[change.Table][]string{tbl("t"): {"id"}})
 	f.cfg.DSN = f.db.Cluster.DSNAs(f.db.Name, "no_such_role", "x")
 	_, err := New(f.cfg, testLogger(t)).Open(context.Background())
-	if err == nil || !fatal(err) {
-		t.Fatalf("open as a missing role: %v (fatal %v)", err, fatal(err))
+	if err == nil || classify(err) != fault.Auth {
+		t.Fatalf("open as a missing role: %v (class %s)", err, classify(err))
 	}
 }
 
@@ -332,5 +305,105 @@ func TestSlowConsumerKeepsConnection(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	if after, n := pid(), c.Reconnects(); after != before || n != 0 {
 		t.Fatalf("walsender pid %d → %d, %d reconnects: it timed out while the consumer was not reading", before, after, n)
+	}
+}
+
+// Each fault class, as the capture sees it (wrapped the way session and
+// Run wrap it), is sorted as expected: the wal sentinels stop, whatever
+// they wrap; server restarts, killed connections and a busy slot are
+// retried; credentials are Auth (retried for a grace period).
+func TestClassifyWhereCaptureSeesIt(t *testing.T) {
+	pg := func(code, msg string) error { return &pgconn.PgError{Severity: "FATAL", Code: code, Message: msg} }
+	start := func(err error) error { return fmt.Errorf("start replication: %w", classifyServer("s", err)) }
+	c := New(Config{DSN: "postgres://u@127.0.0.1:1/db?sslmode=disable&connect_timeout=2", Slot: "s"}, nil)
+	_, dialErr := c.connect(context.Background())
+	cases := []struct {
+		name string
+		err  error
+		want fault.Class
+	}{
+		{"slot busy at START_REPLICATION", start(pg("55006", `replication slot "s" is active for PID 20544`)), fault.Transient},
+		{"publication dropped", start(pg("42704", `publication "pub" does not exist`)), fault.Permanent},
+		{"slot dropped", start(pg("42704", `replication slot "s" does not exist`)), fault.Permanent},
+		{"slot invalidated", start(pg("55000", `can no longer get changes from replication slot "s": This slot has been invalidated`)), fault.Permanent},
+		{"walsender terminated", classifyServer("s", pg("57P01", "terminating connection due to administrator command")), fault.Transient},
+		{"server crashed", classifyServer("s", pg("57P02", "terminating connection because of crash of another server process")), fault.Transient},
+		{"server starting up", fmt.Errorf("replication connect: %w", pg("57P03", "the database system is starting up")), fault.Transient},
+		{"server refuses connections", fmt.Errorf("replication connect: %w", pg("53300", "sorry, too many clients already")), fault.Transient},
+		{"connection refused", dialErr, fault.Transient},
+		{"stream ended", errStreamEnded, fault.Transient},
+		{"server stopping", errServerStopping, fault.Transient},
+		{"status update on a dead socket", fmt.Errorf("send status update: %w", &net.OpError{Op: "write", Net: "tcp", Err: syscall.EPIPE}), fault.Transient},
+		{"read cut", fmt.Errorf("receive message: %w", io.ErrUnexpectedEOF), fault.Transient},
+		{"bad password", fmt.Errorf("replication connect: %w", pg("28P01", `password authentication failed for user "u"`)), fault.Auth},
+		{"no replication privilege", fmt.Errorf("replication connect: %w", pg("42501", "permission denied to start WAL sender")), fault.Auth},
+		{"another server", fmt.Errorf("state dir x: %w", ErrServerChanged), fault.Permanent},
+		{"slot unknown", fmt.Errorf("slot s: %w", ErrSlotUnknown), fault.Permanent},
+		{"decode", fmt.Errorf("public.t: %w", decodeErr("tuple is truncated")), fault.Permanent},
+		{"column dropped", fmt.Errorf("table public.t, column %q: %w", "a", ErrColumnMissing), fault.Permanent},
+		{"a sentinel wins over a transient mark", fault.MarkTransient(fmt.Errorf("x: %w", ErrSlotLost)), fault.Permanent},
+		{"no such database", fmt.Errorf("replication connect: %w", pg("3D000", `database "x" does not exist`)), fault.Permanent},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := classify(c.err); got != c.want {
+				t.Fatalf("classify(%v) = %s, want %s", c.err, got, c.want)
+			}
+		})
+	}
+	var busy *slotBusyError
+	if err := start(pg("55006", `replication slot "s" is active for PID 20544`)); !errors.As(err, &busy) || busy.pid != 20544 {
+		t.Fatalf("busy slot: %v, want a slotBusyError naming pid 20544", err)
+	}
+}
+
+// The retrier waits (one INFO) for a slot busy with another client, but
+// treats it as a failure when the holder is our own last walsender; Auth
+// errors stop after the grace period, permanent ones at once.
+func TestRetrier(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	h := fault.NewHealth(zap.New(core))
+	r := newRetrier(h, zap.NewNop(), "flusso_app")
+	busy := classifyServer("flusso_app", &pgconn.PgError{Code: "55006", Message: `replication slot "flusso_app" is active for PID 20544`})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := r.failed(ctx, busy); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("busy slot: %v, want a wait (cut by ctx)", err)
+	}
+	want := "slot flusso_app is in use by another client (server pid 20544); waiting to take over"
+	if d, why := h.Degraded(); !d || !strings.Contains(why, want) {
+		t.Fatalf("health while waiting: %v %q", d, why)
+	}
+	if n := logs.FilterMessage(want).FilterLevelExact(zap.InfoLevel).Len(); n != 1 {
+		t.Fatalf("%d INFO lines %q, want 1: %v", n, want, logs.All())
+	}
+	r.streaming()
+	if d, _ := h.Degraded(); d {
+		t.Fatal("still degraded after streaming")
+	}
+
+	// Our session streamed on walsender 20544, then broke; the new
+	// connection (999) finds the slot still held by 20544, going away.
+	r.current = 20544
+	r.streaming()
+	r.current = 999
+	if err := r.failed(context.Background(), busy); err != nil {
+		t.Fatalf("own walsender: %v", err)
+	}
+	if d, why := h.Degraded(); !d || strings.Contains(why, "waiting") {
+		t.Fatalf("own walsender holding the slot is a failure, not a wait: %v %q", d, why)
+	}
+	r.streaming()
+
+	auth := &pgconn.PgError{Code: "28P01", Message: "password authentication failed"}
+	if err := r.failed(context.Background(), auth); err != nil {
+		t.Fatalf("first auth error: %v, want a retry", err)
+	}
+	r.authSince = time.Now().Add(-fault.DefaultAuthGrace - time.Second)
+	if err := r.failed(context.Background(), auth); !errors.Is(err, auth) {
+		t.Fatalf("auth error past the grace period: %v, want it returned", err)
+	}
+	if err := r.failed(context.Background(), fmt.Errorf("x: %w", ErrSlotMissing)); !errors.Is(err, ErrSlotMissing) {
+		t.Fatalf("permanent: %v", err)
 	}
 }

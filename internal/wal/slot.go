@@ -4,13 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/flusso-pg/flusso-pg/internal/fault"
 	"net"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -23,29 +20,6 @@ import (
 	"github.com/flusso-pg/flusso-pg/internal/state"
 )
 
-// Errors that end capture for good: retrying cannot fix them. Each message
-// says what to do; errors.Is tells them apart.
-var (
-	// ErrSlotMissing: the state dir holds progress for a slot that no longer
-	// exists on the server (someone dropped it), so changes since the last
-	// confirmed position are gone.
-	ErrSlotMissing = errors.New("the replication slot no longer exists, so changes since the last run are lost: run with --resync to start over with a new slot and a full backfill")
-	// ErrSlotLost: the server invalidated the slot (wal_status = 'lost',
-	// max_slot_wal_keep_size exceeded, or another invalidation).
-	ErrSlotLost = errors.New("the replication slot was invalidated by the server (wal_status 'lost': it fell behind max_slot_wal_keep_size, or another invalidation), so changes are lost: run with --resync to start over")
-	// ErrSlotUnknown: the slot exists but the state dir has no record of it.
-	ErrSlotUnknown = errors.New("the replication slot exists but the state dir has no record of it (another flusso-pg owns it, or the state dir was lost): run with --resync to drop it and start over, or choose another slot name")
-	// ErrServerChanged: the state dir belongs to another server (a different
-	// system identifier) or another database.
-	ErrServerChanged = errors.New("the state dir belongs to another server: point flusso-pg at the server it was following, or run with --resync to start over on this one")
-	// ErrPublicationMissing: the publication does not exist (it was dropped).
-	ErrPublicationMissing = errors.New("the publication does not exist (it was dropped?): create it again (flusso-pg provisions it on start) and run with --resync, since changes made while it was missing are not in the slot's stream")
-	// ErrSlotInUse: another connection is streaming from the slot.
-	ErrSlotInUse = errors.New("the replication slot is in use by another connection: stop the other flusso-pg first")
-	// ErrBadSlotName: the slot name is not [a-z0-9_]{1,63}.
-	ErrBadSlotName = errors.New("a replication slot name has 1 to 63 characters, each a lower-case letter, a digit or an underscore")
-)
-
 var slotNameRE = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
 
 // ValidateSlotName reports whether name can be used as a slot name.
@@ -53,176 +27,6 @@ func ValidateSlotName(name string) error {
 	if !slotNameRE.MatchString(name) {
 		return fmt.Errorf("slot %q: %w", name, ErrBadSlotName)
 	}
-	return nil
-}
-
-// Config tells capture where to read and what to keep.
-type Config struct {
-	DSN         string // connection string; replication=database is added
-	Slot        string // logical replication slot, [a-z0-9_]{1,63}
-	Publication string // must exist before the slot is created
-
-	// Tables lists, per table, the columns to carry (key columns first).
-	// Changes of other tables are dropped.
-	Tables map[change.Table][]string
-	// MemoryBudget bounds the bytes one transaction's rows take in memory
-	// before they spill to a file in TempDir (default 8 MiB).
-	MemoryBudget int64
-	TempDir      string // "" is os.TempDir()
-	// StatusInterval is the period of standby status updates (default 10s);
-	// keep it well under the server's wal_sender_timeout.
-	StatusInterval time.Duration
-	// Coalesce is how long the reader lets a busy stream pile up in the
-	// socket after draining it, so it is read in a few large reads rather
-	// than one per message (pace.go). Default 1ms; negative turns it off.
-	// It engages only while the stream is busy.
-	Coalesce time.Duration
-	// Store holds the identity record (system id, slot); nil skips the check.
-	Store *state.Store
-	// Resync drops the slot and the identity record in Open, so a fresh slot
-	// and snapshot are made.
-	Resync bool
-	// OnReconnect, when set, is called each time Run reconnects.
-	OnReconnect func()
-	// Health, when set, is where the capture reports its outages (a lost
-	// connection being retried) and its waits (the slot in use by another
-	// client), for /readyz and the metrics. nil reports nowhere.
-	Health *fault.Health
-}
-
-// Start is what Open found or made.
-type Start struct {
-	SystemID string
-	Timeline int32
-	// Created is true when Open created the slot: SnapshotName is then an
-	// exported snapshot showing exactly the data before ConsistentPoint,
-	// and the stream carries exactly the commits after it.
-	Created         bool
-	ConsistentPoint pglogrepl.LSN
-	SnapshotName    string
-	// Confirmed is the position streaming resumes from: the slot's
-	// confirmed_flush_lsn, or ConsistentPoint for a new slot.
-	Confirmed pglogrepl.LSN
-	// ServerVersion is the server's major version (14, 15, ...).
-	ServerVersion int
-}
-
-// Capture reads one logical replication slot. New, Open, then Run.
-type Capture struct {
-	cfg Config
-	log *zap.Logger
-
-	mu       sync.Mutex
-	conn     *pgconn.PgConn // held between Open and Run; Run owns it afterwards
-	start    *Start
-	released chan struct{} // closed by ReleaseSnapshot
-	relOnce  sync.Once
-	closed   bool
-
-	wm watermark
-
-	// kick, set while a session streams, pulls its next status update
-	// forward after Confirm (see session.kick).
-	kick atomic.Pointer[func()]
-
-	tap func([]byte) // tests: sees every pgoutput message (aliasing the read buffer)
-
-	// statistics, read by tests and metrics
-	reconnects atomic.Int64
-	spills     atomic.Int64
-	pace       paceStats
-}
-
-// New returns a capture for cfg; log gets a component field.
-func New(cfg Config, log *zap.Logger) *Capture {
-	if log == nil {
-		log = zap.NewNop()
-	}
-	if cfg.MemoryBudget <= 0 {
-		cfg.MemoryBudget = 8 << 20
-	}
-	if cfg.StatusInterval <= 0 {
-		cfg.StatusInterval = 10 * time.Second
-	}
-	if cfg.Coalesce == 0 {
-		cfg.Coalesce = time.Millisecond
-	}
-	c := &Capture{cfg: cfg, log: log.With(zap.String("component", "wal")), released: make(chan struct{})}
-	return c
-}
-
-// Open connects in replication mode, runs IDENTIFY_SYSTEM, checks the state
-// store's identity, the publication and the slot, and creates the slot when
-// it is missing (and no progress was recorded) with an exported snapshot.
-// The snapshot stays valid until ReleaseSnapshot: the replication
-// connection runs no command before that.
-func (c *Capture) Open(ctx context.Context) (*Start, error) {
-	if err := ValidateSlotName(c.cfg.Slot); err != nil {
-		return nil, err
-	}
-	if c.cfg.Publication == "" {
-		return nil, errors.New("capture: no publication configured")
-	}
-	if c.cfg.Resync {
-		if err := c.Resync(ctx); err != nil {
-			return nil, err
-		}
-	}
-	conn, err := c.connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	start, err := c.prepare(ctx, conn, true)
-	if err != nil {
-		conn.Close(context.Background())
-		return nil, err
-	}
-	c.mu.Lock()
-	c.conn = conn
-	c.start = start
-	c.mu.Unlock()
-	if !start.Created {
-		c.ReleaseSnapshot()
-	}
-	c.wm.init(start.Confirmed)
-	return start, nil
-}
-
-// ReleaseSnapshot tells capture that every importer has run SET TRANSACTION
-// SNAPSHOT: the replication connection may run commands again. Run waits
-// for it. Calling it more than once, or without a snapshot, is harmless.
-func (c *Capture) ReleaseSnapshot() {
-	c.relOnce.Do(func() { close(c.released) })
-}
-
-// Close closes the replication connection when Run does not own it.
-func (c *Capture) Close() error {
-	c.ReleaseSnapshot()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.closed = true
-	if c.conn != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		err := c.conn.Close(ctx)
-		c.conn = nil
-		return err
-	}
-	return nil
-}
-
-// Resync drops the slot (when it exists) and forgets the identity record, so
-// the next Open creates a fresh slot and snapshot.
-func (c *Capture) Resync(ctx context.Context) error {
-	if _, err := DropSlot(ctx, c.cfg.DSN, c.cfg.Slot); err != nil {
-		return fmt.Errorf("resync: %w", err)
-	}
-	if c.cfg.Store != nil {
-		if err := c.cfg.Store.Remove(state.IdentityRecord); err != nil {
-			return fmt.Errorf("resync: forget identity: %w", err)
-		}
-	}
-	c.log.Info("resync: dropped the slot and the identity record", zap.String("slot", c.cfg.Slot))
 	return nil
 }
 
@@ -339,7 +143,7 @@ func (c *Capture) prepare(ctx context.Context, conn *pgconn.PgConn, create bool)
 			return nil, fmt.Errorf("state dir %s: database %q, connected to %q: %w", c.cfg.Store.Dir, id.Database, sys.DBName, ErrServerChanged)
 		}
 	}
-	if err := c.checkPublication(ctx, conn); err != nil {
+	if err := c.checkPublication(ctx, conn, create); err != nil {
 		return nil, err
 	}
 	slot, err := c.slotInfo(ctx, conn, start.ServerVersion)
@@ -357,6 +161,12 @@ func (c *Capture) prepare(ctx context.Context, conn *pgconn.PgConn, create bool)
 		return nil, fmt.Errorf("slot %s uses the output plugin %q, flusso-pg needs pgoutput: drop it or choose another slot name", c.cfg.Slot, slot.plugin)
 	case slot.database != sys.DBName:
 		return nil, fmt.Errorf("slot %s belongs to database %q, not %q: choose another slot name", c.cfg.Slot, slot.database, sys.DBName)
+	case c.cfg.Store != nil && !known && slot.activePID != 0:
+		// Another instance streams from it with a state dir of its own:
+		// taking over would start from its position without this state
+		// dir's backfill, so this is no standby.
+		return nil, fmt.Errorf("slot %s is in use by another client (server pid %d) and the state dir %s has no record of it: %w",
+			c.cfg.Slot, slot.activePID, c.cfg.Store.Dir, ErrSlotUnknown)
 	case c.cfg.Store != nil && !known:
 		return nil, fmt.Errorf("slot %s: %w", c.cfg.Slot, ErrSlotUnknown)
 	}
@@ -365,17 +175,6 @@ func (c *Capture) prepare(ctx context.Context, conn *pgconn.PgConn, create bool)
 		start.ConsistentPoint = id.ConsistentPoint
 	}
 	return start, nil
-}
-
-func (c *Capture) checkPublication(ctx context.Context, conn *pgconn.PgConn) error {
-	rows, err := simpleQuery(ctx, conn, "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = "+change.QuoteLiteral(c.cfg.Publication))
-	if err != nil {
-		return fmt.Errorf("check publication: %w", err)
-	}
-	if len(rows) == 0 {
-		return fmt.Errorf("publication %s: %w", c.cfg.Publication, ErrPublicationMissing)
-	}
-	return nil
 }
 
 func (c *Capture) slotInfo(ctx context.Context, conn *pgconn.PgConn, version int) (*slotInfo, error) {
@@ -411,6 +210,10 @@ func (c *Capture) createSlot(ctx context.Context, conn *pgconn.PgConn, start *St
 	// without it a prepared transaction arrives whole at COMMIT PREPARED.
 	res, err := pglogrepl.CreateReplicationSlot(ctx, conn, c.cfg.Slot, "pgoutput",
 		pglogrepl.CreateReplicationSlotOptions{SnapshotAction: "EXPORT_SNAPSHOT"})
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42710" { // duplicate_object: another client made it just now
+		return nil, fmt.Errorf("create slot %s: another client created it at the same moment: %w", c.cfg.Slot, ErrSlotUnknown)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create slot %s: %w", c.cfg.Slot, err)
 	}
@@ -434,6 +237,12 @@ func (c *Capture) createSlot(ctx context.Context, conn *pgconn.PgConn, start *St
 	c.log.Info("created replication slot", zap.String("slot", c.cfg.Slot),
 		zap.Stringer("consistent_point", cp), zap.String("snapshot", res.SnapshotName))
 	return start, nil
+}
+
+func closeConn(conn *pgconn.PgConn) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	conn.Close(ctx)
 }
 
 // simpleQuery runs one SQL statement over the simple protocol (the only one
