@@ -1,0 +1,440 @@
+package keymap
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/jackc/pglogrepl"
+
+	"github.com/flusso-pg/flusso-pg/internal/change"
+)
+
+// Batch is one committed transaction's changes to the map, applied
+// atomically by Commit together with the transaction's LSN. Its reads see
+// its own earlier writes: read a row's old join values, then write the row,
+// in the transaction's order (Row does both).
+//
+// A batch begun at or below the map's LSN is a replay of a transaction the
+// map already holds: its writes change nothing, and its reads answer what
+// they answered the first time (from the pre-images the first run stored),
+// so a transaction replayed after a crash resolves to the same documents.
+type Batch struct {
+	m      *Map
+	lsn    uint64
+	replay bool
+	b      *pebble.Batch // nil on a replay
+
+	over    map[string]overlay // entry key → the value this transaction left
+	cleared map[uint32]bool
+	undone  map[string]bool // entry keys whose pre-image is stored
+	journal []byte
+	delta   map[uint32]int64
+	reset   map[uint32]bool
+
+	uncertain bool
+	done      bool
+}
+
+type overlay struct {
+	val     []byte
+	present bool
+}
+
+// Begin starts the batch of the transaction that ends at lsn (its end LSN,
+// the position confirmed once it is written). One batch at a time.
+func (m *Map) Begin(lsn pglogrepl.LSN) (*Batch, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.lsn == 0 {
+		return nil, errors.New("the key map is not loaded: finish a load first")
+	}
+	if m.open {
+		return nil, errors.New("a key map batch is already open")
+	}
+	m.open = true
+	b := &Batch{m: m, lsn: uint64(lsn), replay: uint64(lsn) <= m.lsn,
+		over: map[string]overlay{}, cleared: map[uint32]bool{}}
+	if !b.replay {
+		b.b = m.db.NewBatch()
+		b.undone, b.delta, b.reset = map[string]bool{}, map[uint32]int64{}, map[uint32]bool{}
+	}
+	return b, nil
+}
+
+// Replay reports whether the batch replays a transaction the map holds.
+func (b *Batch) Replay() bool { return b.replay }
+
+// Uncertain reports whether, on a replay, a read found no pre-image because
+// a later transaction (still to be replayed) truncated the table: the read
+// answered "no entry". The truncate's replay rebuilds every index that reads
+// the table, so nothing is lost, but a caller may rebuild at once.
+func (b *Batch) Uncertain() bool { return b.uncertain }
+
+// read returns the entry for key as this transaction sees it now.
+func (b *Batch) read(tid uint32, ek []byte, key []change.Value) ([]byte, bool, error) {
+	if o, ok := b.over[string(ek)]; ok {
+		return o.val, o.present, nil
+	}
+	if b.cleared[tid] {
+		return nil, false, nil
+	}
+	if b.replay {
+		return b.readAt(tid, ek, key)
+	}
+	v, err := b.m.get(ek)
+	return v, v != nil, err
+}
+
+// readAt returns the entry as it was when transaction b.lsn began: the
+// pre-image stored by the first transaction at or after b.lsn that touched
+// the key, unless a truncate of the table came first; else the entry now.
+func (b *Batch) readAt(tid uint32, ek []byte, key []change.Value) ([]byte, bool, error) {
+	up := undoPrefix(nil, tid, key)
+	u, uval, err := b.m.firstAtOrAfter(up, b.lsn)
+	if err != nil {
+		return nil, false, err
+	}
+	t, _, err := b.m.firstAtOrAfter(truncPrefix(nil, tid), b.lsn)
+	if err != nil {
+		return nil, false, err
+	}
+	switch {
+	case u != 0 && (t == 0 || u <= t):
+		if len(uval) == 0 {
+			return nil, false, errDecode
+		}
+		if uval[0] == 0 {
+			return nil, false, nil
+		}
+		return uval[1:], true, nil
+	case t != 0:
+		b.uncertain = true
+		return nil, false, nil
+	}
+	v, err := b.m.get(ek)
+	return v, v != nil, err
+}
+
+// firstAtOrAfter finds the first key prefix+lsn(8) with an LSN at or after
+// lsn: its LSN (0 when there is none) and value.
+func (m *Map) firstAtOrAfter(prefix []byte, lsn uint64) (uint64, []byte, error) {
+	it, err := m.db.NewIter(&pebble.IterOptions{LowerBound: appendLSN(append([]byte(nil), prefix...), lsn), UpperBound: successor(prefix)})
+	if err != nil {
+		return 0, nil, err
+	}
+	var found uint64
+	var val []byte
+	if it.First() {
+		k := it.Key()
+		if len(k) != len(prefix)+8 {
+			_ = it.Close()
+			return 0, nil, errDecode
+		}
+		found = binary.BigEndian.Uint64(k[len(prefix):])
+		val = append([]byte(nil), it.Value()...)
+	}
+	return found, val, it.Close()
+}
+
+func (b *Batch) check() error {
+	if b.done {
+		return errors.New("the key map batch is already committed or discarded")
+	}
+	return nil
+}
+
+// write sets (val != nil) or deletes the entry for key, recording its
+// pre-image the first time the transaction touches it.
+func (b *Batch) write(tid uint32, key []change.Value, val []byte, present bool) error {
+	ek := entryKey(nil, tid, key)
+	prev, had, err := b.read(tid, ek, key)
+	if err != nil {
+		return wrapRead(err)
+	}
+	if !b.replay {
+		if !b.undone[string(ek)] {
+			pre, pres := prev, had
+			if _, touched := b.over[string(ek)]; touched || b.cleared[tid] {
+				if pre, err = b.m.get(ek); err != nil {
+					return wrapRead(err)
+				}
+				pres = pre != nil
+			}
+			uk := appendLSN(undoPrefix(nil, tid, key), b.lsn)
+			uv := []byte{0}
+			if pres {
+				uv = append([]byte{1}, pre...)
+			}
+			_ = b.b.Set(uk, uv, nil)
+			b.journal = appendJournal(b.journal, uk)
+			b.undone[string(ek)] = true
+		}
+		if present {
+			_ = b.b.Set(ek, val, nil)
+		} else {
+			_ = b.b.Delete(ek, nil)
+		}
+		switch {
+		case present && !had:
+			b.delta[tid]++
+		case !present && had:
+			b.delta[tid]--
+		}
+	}
+	b.over[string(ek)] = overlay{val: val, present: present}
+	return nil
+}
+
+// Get returns the join values of key in table t as the transaction sees
+// them at this point.
+func (b *Batch) Get(t change.Table, key []change.Value) ([]change.Value, bool, error) {
+	if err := b.check(); err != nil {
+		return nil, false, err
+	}
+	tid, err := b.m.tid(t)
+	if err != nil {
+		return nil, false, err
+	}
+	v, ok, err := b.read(tid, entryKey(nil, tid, key), key)
+	if err != nil || !ok {
+		return nil, false, wrapRead(err)
+	}
+	vals, err := decodeVals(v)
+	return vals, err == nil, wrapRead(err)
+}
+
+// Put sets the join values of key in table t.
+func (b *Batch) Put(t change.Table, key, join []change.Value) error {
+	if err := b.check(); err != nil {
+		return err
+	}
+	tid, err := b.m.tid(t)
+	if err != nil {
+		return err
+	}
+	return b.write(tid, key, appendVals(nil, join), true)
+}
+
+// Delete removes key from table t.
+func (b *Batch) Delete(t change.Table, key []change.Value) error {
+	if err := b.check(); err != nil {
+		return err
+	}
+	tid, err := b.m.tid(t)
+	if err != nil {
+		return err
+	}
+	return b.write(tid, key, nil, false)
+}
+
+// Move is a key change: the entry at oldKey goes, newKey gets join.
+func (b *Batch) Move(t change.Table, oldKey, newKey, join []change.Value) error {
+	if err := b.Delete(t, oldKey); err != nil {
+		return err
+	}
+	return b.Put(t, newKey, join)
+}
+
+// Clear removes every entry of table t (a TRUNCATE).
+func (b *Batch) Clear(t change.Table) error {
+	if err := b.check(); err != nil {
+		return err
+	}
+	tid, err := b.m.tid(t)
+	if err != nil {
+		return err
+	}
+	b.cleared[tid] = true
+	lo, hi := tableSpan(tid)
+	for k := range b.over {
+		if k >= string(lo) && k < string(hi) {
+			delete(b.over, k)
+		}
+	}
+	if b.replay {
+		return nil
+	}
+	_ = b.b.DeleteRange(lo, hi, nil)
+	tk := appendLSN(truncPrefix(nil, tid), b.lsn)
+	_ = b.b.Set(tk, nil, nil)
+	b.journal = appendJournal(b.journal, tk)
+	b.reset[tid] = true
+	b.delta[tid] = 0
+	return nil
+}
+
+// Row applies one thin row of a mapped table and returns the join values its
+// key had just before it (found false when the map had no entry): what a
+// DELETE, or an UPDATE without an old tuple, needs to find its old parents.
+//
+//   - Insert: the key gets New's join values.
+//   - Update: the key (Old's when the key changed, else New's) moves to New's
+//     key with New's join values; a join value New does not carry (an
+//     unchanged TOAST value) is taken from Old, else from the old entry.
+//   - Delete: the key (from Old) goes.
+//   - Truncate: the table is cleared.
+func (b *Batch) Row(r *change.Row) ([]change.Value, bool, error) {
+	if err := b.check(); err != nil {
+		return nil, false, err
+	}
+	tid, err := b.m.tid(r.Table)
+	if err != nil {
+		return nil, false, err
+	}
+	if r.Op == change.Truncate {
+		return nil, false, b.Clear(r.Table)
+	}
+	spec := &b.m.specs[tid]
+	kpos, err := positions(r, spec.Key)
+	if err != nil {
+		return nil, false, err
+	}
+	jpos, err := positions(r, spec.Join)
+	if err != nil {
+		return nil, false, err
+	}
+	var oldKey, newKey []change.Value
+	switch r.Op {
+	case change.Insert:
+		newKey = pick(r.New, kpos)
+	case change.Update:
+		newKey = pick(r.New, kpos)
+		oldKey = newKey
+		if r.Old != nil {
+			oldKey = pick(r.Old, kpos)
+		}
+		for i := range newKey {
+			if newKey[i].Missing && !oldKey[i].Missing {
+				newKey[i] = oldKey[i]
+			}
+		}
+	case change.Delete:
+		oldKey = pick(r.Old, kpos)
+	default:
+		return nil, false, fmt.Errorf("table %s: a row with op %s", r.Table, r.Op)
+	}
+	for _, k := range [][]change.Value{oldKey, newKey} {
+		for i, v := range k {
+			if v.Missing {
+				return nil, false, fmt.Errorf("table %s: the row does not carry its key column %s", r.Table, spec.Key[i])
+			}
+		}
+	}
+	look := newKey
+	if oldKey != nil {
+		look = oldKey
+	}
+	prevRaw, had, err := b.read(tid, entryKey(nil, tid, look), look)
+	if err != nil {
+		return nil, false, wrapRead(err)
+	}
+	var prev []change.Value
+	if had {
+		if prev, err = decodeVals(prevRaw); err != nil {
+			return nil, false, wrapRead(err)
+		}
+	}
+	if r.Op == change.Delete {
+		return prev, had, b.write(tid, oldKey, nil, false)
+	}
+	join := pick(r.New, jpos)
+	for i := range join {
+		if !join[i].Missing {
+			continue
+		}
+		if r.Old != nil && jpos[i] < len(r.Old) && !r.Old[jpos[i]].Missing {
+			join[i] = r.Old[jpos[i]]
+		} else if had && i < len(prev) {
+			join[i] = prev[i]
+		}
+	}
+	if oldKey != nil && !sameVals(oldKey, newKey) {
+		if err := b.write(tid, oldKey, nil, false); err != nil {
+			return nil, false, err
+		}
+	}
+	return prev, had, b.write(tid, newKey, appendVals(nil, join), true)
+}
+
+func positions(r *change.Row, cols []string) ([]int, error) {
+	pos := make([]int, len(cols))
+	for i, c := range cols {
+		pos[i] = r.Col(c)
+		if pos[i] < 0 {
+			return nil, fmt.Errorf("table %s: column %s is not captured", r.Table, c)
+		}
+	}
+	return pos, nil
+}
+
+func pick(vals []change.Value, pos []int) []change.Value {
+	out := make([]change.Value, len(pos))
+	for i, p := range pos {
+		if p < len(vals) {
+			out[i] = vals[p]
+		} else {
+			out[i] = change.Value{Missing: true}
+		}
+	}
+	return out
+}
+
+// Commit applies the batch and the LSN atomically (not yet fsynced: Sync
+// does that). On a replay it changes nothing.
+func (b *Batch) Commit() error {
+	if err := b.check(); err != nil {
+		return err
+	}
+	defer b.finish()
+	if b.replay {
+		return nil
+	}
+	m := b.m
+	if len(b.journal) > 0 {
+		_ = b.b.Set(journalKey(b.lsn), b.journal, nil)
+	}
+	m.mu.Lock()
+	counts := map[uint32]int64{}
+	for tid, d := range b.delta {
+		n := m.counts[tid]
+		if b.reset[tid] {
+			n = 0
+		}
+		counts[tid] = n + d
+	}
+	m.mu.Unlock()
+	for tid, n := range counts {
+		_ = b.b.Set(countKey(tid), binary.AppendVarint(nil, n), nil)
+	}
+	_ = b.b.Set(metaLSN, appendLSN(nil, b.lsn), nil)
+	if err := b.b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("write the key map at %s: %w", pglogrepl.LSN(b.lsn), err)
+	}
+	m.mu.Lock()
+	m.lsn = b.lsn
+	for tid, n := range counts {
+		m.counts[tid] = n
+	}
+	m.mu.Unlock()
+	return nil
+}
+
+// Discard drops the batch without applying it.
+func (b *Batch) Discard() {
+	if !b.done {
+		b.finish()
+	}
+}
+
+func (b *Batch) finish() {
+	b.done = true
+	if b.b != nil {
+		_ = b.b.Close()
+		b.b = nil
+	}
+	b.m.mu.Lock()
+	b.m.open = false
+	b.m.mu.Unlock()
+}

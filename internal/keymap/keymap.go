@@ -1,0 +1,394 @@
+// Package keymap is the durable local key map of issue 14: for each table
+// whose old row the pipeline would need but whose replica identity does not
+// send it (a has_many child under DEFAULT identity, say), it maps every row's
+// key to the join values that tie the row to its parents, so a DELETE or a
+// parent-changing UPDATE that carries only the key still finds its old parents.
+//
+// The map lives in state.dir as a Pebble store. It is changed one committed
+// transaction at a time (Begin … Commit), each batch applied atomically with
+// the LSN it brings the map to; Sync makes the map durable up to that LSN
+// (call it before the LSN is confirmed). A transaction at or below the map's
+// LSN is a replay: its writes are ignored and its reads answer what the first
+// run read, from the pre-images every transaction records (kept until Prune
+// is told the transaction was confirmed). A map built for another
+// configuration or format, one whose load never finished, or a damaged one is
+// refused by Open with ErrRebuild. See docs/keymap.md.
+package keymap
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/jackc/pglogrepl"
+	"go.uber.org/zap"
+
+	"github.com/flusso-pg/flusso-pg/internal/change"
+)
+
+// formatVersion names the layout of the store (see encode.go). A change of
+// layout changes it, and a map of another format is rebuilt, never read.
+const formatVersion = "flusso-keymap/1"
+
+// ErrRebuild says the map in the directory cannot be trusted: missing, from
+// another configuration or format, never finished loading, or damaged. The
+// cure is Create and a load from a fresh snapshot.
+var ErrRebuild = errors.New("the key map must be rebuilt from a fresh snapshot")
+
+// Spec says what the map keeps for one table: its key columns and the join
+// columns the plan needs from the old row, by name as change.Row.Cols spells
+// them.
+type Spec struct {
+	Table change.Table
+	Key   []string
+	Join  []string
+}
+
+// Options configure a map.
+type Options struct {
+	// Tables are the tables the map keeps. Their specs are part of the
+	// fingerprint: a map built for other tables or columns is rebuilt.
+	Tables []Spec
+	// Fingerprint is what else the map was built for: the server's system
+	// identifier and the slot, say. A map with another fingerprint is rebuilt.
+	Fingerprint string
+	// CacheBytes is the block cache (default 32 MiB). With MemTableBytes it
+	// bounds the map's memory, whatever the size of the tables.
+	CacheBytes int64
+	// MemTableBytes is the size of one memtable (default 8 MiB; at most two
+	// are held before writes wait for a flush).
+	MemTableBytes int64
+	// Logger receives Pebble's own messages (nil: none but fatal ones).
+	Logger *zap.Logger
+}
+
+const (
+	defaultCache    = 32 << 20
+	defaultMemTable = 8 << 20
+)
+
+// Map is an open key map. Begin/Commit, the Loader and Prune are for one
+// goroutine (the pipeline's); LSN, DurableLSN, Entries, Bytes and Lookup may
+// be called from any.
+type Map struct {
+	db    *pebble.DB
+	cache interface{ Unref() }
+	dir   string
+	specs []Spec
+	tids  map[change.Table]uint32
+
+	mu      sync.Mutex
+	lsn     uint64 // the map reflects every transaction up to here
+	durable uint64 // and is durable up to here
+	counts  []int64
+	open    bool // a batch is open
+}
+
+func (o *Options) normalize() []Spec {
+	specs := append([]Spec(nil), o.Tables...)
+	sort.Slice(specs, func(i, j int) bool {
+		a, b := specs[i].Table, specs[j].Table
+		if a.Schema != b.Schema {
+			return a.Schema < b.Schema
+		}
+		return a.Name < b.Name
+	})
+	return specs
+}
+
+// fingerprint is everything a map depends on, as one string.
+func fingerprint(specs []Spec, extra string) string {
+	var b strings.Builder
+	b.WriteString(formatVersion)
+	for _, s := range specs {
+		fmt.Fprintf(&b, "\n%s key(%s) join(%s)", s.Table.Quoted(), strings.Join(s.Key, ","), strings.Join(s.Join, ","))
+	}
+	b.WriteString("\n" + extra)
+	return b.String()
+}
+
+func (o *Options) pebbleOptions(create bool) (*pebble.Options, interface{ Unref() }) {
+	cacheBytes, mem := o.CacheBytes, o.MemTableBytes
+	if cacheBytes <= 0 {
+		cacheBytes = defaultCache
+	}
+	if mem <= 0 {
+		mem = defaultMemTable
+	}
+	c := pebble.NewCache(cacheBytes)
+	po := &pebble.Options{
+		Cache:                       c,
+		MemTableSize:                uint64(mem),
+		MemTableStopWritesThreshold: 2,
+		ErrorIfNotExists:            !create,
+		Logger:                      pebbleLogger{o.Logger},
+	}
+	return po, c
+}
+
+// Open opens the map in dir. A map that is missing, was built for other
+// options or another format, never finished its load, or is damaged is
+// refused with an error that wraps ErrRebuild.
+func Open(dir string, o Options) (*Map, error) {
+	specs := o.normalize()
+	po, c := o.pebbleOptions(false)
+	db, err := pebble.Open(dir, po)
+	if err != nil {
+		c.Unref()
+		if errors.Is(err, pebble.ErrDBDoesNotExist) {
+			return nil, fmt.Errorf("no key map in %s: %w", dir, ErrRebuild)
+		}
+		if pebble.IsCorruptionError(err) {
+			return nil, fmt.Errorf("the key map in %s is damaged (%v): %w", dir, err, ErrRebuild)
+		}
+		return nil, fmt.Errorf("open the key map in %s: %w", dir, err)
+	}
+	m := newMap(db, c, dir, specs)
+	fail := func(why string) (*Map, error) {
+		_ = m.Close()
+		return nil, fmt.Errorf("the key map in %s %s: %w", dir, why, ErrRebuild)
+	}
+	format, err := m.get(metaFormat)
+	if err != nil {
+		return fail("cannot be read (" + err.Error() + ")")
+	}
+	if string(format) != formatVersion {
+		return fail(fmt.Sprintf("has format %q, this flusso-pg writes %q", format, formatVersion))
+	}
+	fp, err := m.get(metaFingerprint)
+	if err != nil {
+		return fail("cannot be read (" + err.Error() + ")")
+	}
+	if string(fp) != fingerprint(specs, o.Fingerprint) {
+		return fail("was built for another configuration (other tables, columns, server or slot)")
+	}
+	lsn, err := m.get(metaLSN)
+	if err != nil {
+		return fail("cannot be read (" + err.Error() + ")")
+	}
+	if len(lsn) != 8 {
+		return fail("was never completely loaded")
+	}
+	m.lsn = binary.BigEndian.Uint64(lsn)
+	m.durable = m.lsn // what Pebble recovered is on disk
+	for i := range specs {
+		v, err := m.get(countKey(uint32(i)))
+		if err != nil {
+			return fail("cannot be read (" + err.Error() + ")")
+		}
+		if v != nil {
+			n, w := binary.Varint(v)
+			if w <= 0 {
+				return fail("has a damaged entry count")
+			}
+			m.counts[i] = n
+		}
+	}
+	return m, nil
+}
+
+// Create makes a new, empty map in dir, removing whatever was there. It is
+// not ready (Open refuses it) until a load is finished with FinishLoad.
+func Create(dir string, o Options) (*Map, error) {
+	specs := o.normalize()
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, fmt.Errorf("remove the old key map in %s: %w", dir, err)
+	}
+	po, c := o.pebbleOptions(true)
+	db, err := pebble.Open(dir, po)
+	if err != nil {
+		c.Unref()
+		return nil, fmt.Errorf("create the key map in %s: %w", dir, err)
+	}
+	m := newMap(db, c, dir, specs)
+	b := db.NewBatch()
+	_ = b.Set(metaFormat, []byte(formatVersion), nil)
+	_ = b.Set(metaFingerprint, []byte(fingerprint(specs, o.Fingerprint)), nil)
+	if err := b.Commit(pebble.Sync); err != nil {
+		_ = m.Close()
+		return nil, fmt.Errorf("create the key map in %s: %w", dir, err)
+	}
+	return m, nil
+}
+
+func newMap(db *pebble.DB, c interface{ Unref() }, dir string, specs []Spec) *Map {
+	m := &Map{db: db, cache: c, dir: dir, specs: specs, tids: map[change.Table]uint32{}, counts: make([]int64, len(specs))}
+	for i, s := range specs {
+		m.tids[s.Table] = uint32(i)
+	}
+	return m
+}
+
+// get returns a copy of the value at key, nil when there is none.
+func (m *Map) get(key []byte) ([]byte, error) {
+	v, closer, err := m.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := append([]byte(nil), v...)
+	return out, closer.Close()
+}
+
+// Close closes the store. What was committed survives a crash up to the
+// durable LSN, and (unless the machine itself crashed) up to LSN.
+func (m *Map) Close() error {
+	err := m.db.Close()
+	m.cache.Unref()
+	if err != nil {
+		return fmt.Errorf("close the key map: %w", err)
+	}
+	return nil
+}
+
+// LSN is the position the map reflects: every transaction ending at or
+// before it is in the map. 0 until a load is finished.
+func (m *Map) LSN() pglogrepl.LSN {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return pglogrepl.LSN(m.lsn)
+}
+
+// DurableLSN is the position up to which the map is on disk (fsynced).
+func (m *Map) DurableLSN() pglogrepl.LSN {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return pglogrepl.LSN(m.durable)
+}
+
+// Sync makes the map durable up to LSN(): after it, even a crash of the
+// machine leaves the map at LSN() or later. Call it before confirming LSN().
+func (m *Map) Sync() error {
+	m.mu.Lock()
+	lsn := m.lsn
+	m.mu.Unlock()
+	if err := m.db.Set(metaDurable, appendLSN(nil, lsn), pebble.Sync); err != nil {
+		return fmt.Errorf("sync the key map: %w", err)
+	}
+	m.mu.Lock()
+	m.durable = max(m.durable, lsn)
+	m.mu.Unlock()
+	return nil
+}
+
+// Entries is the number of rows the map holds, all tables together
+// (flusso_keymap_entries).
+func (m *Map) Entries() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var n int64
+	for _, c := range m.counts {
+		n += c
+	}
+	return n
+}
+
+// TableEntries is the number of rows the map holds for table t.
+func (m *Map) TableEntries(t change.Table) int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if tid, ok := m.tids[t]; ok {
+		return m.counts[tid]
+	}
+	return 0
+}
+
+// Bytes is the space the map takes on disk (flusso_keymap_bytes): tables,
+// write-ahead log, manifest.
+func (m *Map) Bytes() int64 {
+	return int64(m.db.Metrics().DiskSpaceUsage())
+}
+
+func (m *Map) tid(t change.Table) (uint32, error) {
+	tid, ok := m.tids[t]
+	if !ok {
+		return 0, fmt.Errorf("table %s is not in the key map", t)
+	}
+	return tid, nil
+}
+
+// Lookup returns the join values the map holds for key in table t now (at
+// LSN()), and whether it holds the key at all.
+func (m *Map) Lookup(t change.Table, key []change.Value) ([]change.Value, bool, error) {
+	tid, err := m.tid(t)
+	if err != nil {
+		return nil, false, err
+	}
+	v, err := m.get(entryKey(nil, tid, key))
+	if err != nil || v == nil {
+		return nil, false, wrapRead(err)
+	}
+	vals, err := decodeVals(v)
+	return vals, err == nil, wrapRead(err)
+}
+
+func wrapRead(err error) error {
+	if err == nil {
+		return nil
+	}
+	if pebble.IsCorruptionError(err) || errors.Is(err, errDecode) {
+		return fmt.Errorf("read the key map: %v: %w", err, ErrRebuild)
+	}
+	return fmt.Errorf("read the key map: %w", err)
+}
+
+// Prune forgets the pre-images of transactions ending at or before upTo:
+// call it with the confirmed LSN, which is never replayed again.
+func (m *Map) Prune(upTo pglogrepl.LSN) error {
+	lo, hi := journalKey(0), journalKey(uint64(upTo)+1)
+	if uint64(upTo) == ^uint64(0) {
+		hi = []byte{pJournal + 1}
+	}
+	it, err := m.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return fmt.Errorf("prune the key map: %w", err)
+	}
+	b := m.db.NewBatch()
+	n := 0
+	for it.First(); it.Valid(); it.Next() {
+		n++
+		if err := eachJournal(it.Value(), func(k []byte) { _ = b.Delete(k, nil) }); err != nil {
+			_ = it.Close()
+			_ = b.Close()
+			return fmt.Errorf("prune the key map: %w", err)
+		}
+	}
+	if err := it.Close(); err != nil {
+		_ = b.Close()
+		return fmt.Errorf("prune the key map: %w", err)
+	}
+	if n == 0 {
+		return b.Close()
+	}
+	_ = b.DeleteRange(lo, hi, nil)
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("prune the key map: %w", err)
+	}
+	return nil
+}
+
+// pebbleLogger hands Pebble's messages to zap: information at debug level.
+type pebbleLogger struct{ l *zap.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	if p.l != nil {
+		p.l.Sugar().Debugf(format, args...)
+	}
+}
+
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	if p.l != nil {
+		p.l.Sugar().Warnf(format, args...)
+	}
+}
+
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf("keymap: pebble: "+format, args...))
+}

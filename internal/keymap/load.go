@@ -1,0 +1,115 @@
+package keymap
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/jackc/pglogrepl"
+
+	"github.com/flusso-pg/flusso-pg/internal/change"
+)
+
+// loadBatchBytes is how much a Loader gathers before it writes.
+const loadBatchBytes = 4 << 20
+
+// Loader fills a new map from the backfill's snapshot: one per worker (each
+// is for one goroutine; several may load at once). Every key is added once
+// (the snapshot holds each row once); nothing is read back.
+type Loader struct {
+	m      *Map
+	b      *pebble.Batch
+	counts []int64
+	closed bool
+}
+
+// NewLoader starts a loader. Only a map that Create made and that no
+// FinishLoad has finished can be loaded.
+func (m *Map) NewLoader() (*Loader, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.lsn != 0 {
+		return nil, errors.New("the key map is already loaded: create a new one to load again")
+	}
+	return &Loader{m: m, b: m.db.NewBatch(), counts: make([]int64, len(m.specs))}, nil
+}
+
+// Add puts the join values of key in table t.
+func (l *Loader) Add(t change.Table, key, join []change.Value) error {
+	if l.closed {
+		return errors.New("the key map loader is closed")
+	}
+	tid, err := l.m.tid(t)
+	if err != nil {
+		return err
+	}
+	if err := l.b.Set(entryKey(nil, tid, key), appendVals(nil, join), nil); err != nil {
+		return fmt.Errorf("load the key map: %w", err)
+	}
+	l.counts[tid]++
+	if l.b.Len() >= loadBatchBytes {
+		return l.flush()
+	}
+	return nil
+}
+
+func (l *Loader) flush() error {
+	if l.b.Empty() {
+		return nil
+	}
+	if err := l.b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("load the key map: %w", err)
+	}
+	_ = l.b.Close()
+	l.b = l.m.db.NewBatch()
+	return nil
+}
+
+// Close writes what the loader still holds. The rows count once the map's
+// FinishLoad is called.
+func (l *Loader) Close() error {
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	err := l.flush()
+	_ = l.b.Close()
+	if err != nil {
+		return err
+	}
+	l.m.mu.Lock()
+	for i, n := range l.counts {
+		l.m.counts[i] += n
+	}
+	l.m.mu.Unlock()
+	return nil
+}
+
+// FinishLoad marks the load done at lsn, the position of the snapshot it
+// was read in (the slot's consistent point), and makes it durable. Every
+// loader must be closed first. From then on Open accepts the map.
+func (m *Map) FinishLoad(lsn pglogrepl.LSN) error {
+	if lsn == 0 {
+		return errors.New("finish the key map load: the snapshot's LSN is 0")
+	}
+	m.mu.Lock()
+	if m.lsn != 0 {
+		m.mu.Unlock()
+		return errors.New("the key map is already loaded")
+	}
+	b := m.db.NewBatch()
+	for tid, n := range m.counts {
+		_ = b.Set(countKey(uint32(tid)), binary.AppendVarint(nil, n), nil)
+	}
+	m.mu.Unlock()
+	_ = b.Set(metaLSN, appendLSN(nil, uint64(lsn)), nil)
+	_ = b.Set(metaDurable, appendLSN(nil, uint64(lsn)), nil)
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("finish the key map load: %w", err)
+	}
+	m.mu.Lock()
+	m.lsn, m.durable = uint64(lsn), uint64(lsn)
+	m.mu.Unlock()
+	return nil
+}
