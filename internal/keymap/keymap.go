@@ -19,12 +19,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/jackc/pglogrepl"
 	"go.uber.org/zap"
 
@@ -65,6 +65,15 @@ type Options struct {
 	MemTableBytes int64
 	// Logger receives Pebble's own messages (nil: none but fatal ones).
 	Logger *zap.Logger
+
+	fs vfs.FS // tests: a crashable in-memory file system
+}
+
+func (o *Options) filesystem() vfs.FS {
+	if o.fs != nil {
+		return o.fs
+	}
+	return vfs.Default
 }
 
 const (
@@ -127,6 +136,14 @@ func (o *Options) pebbleOptions(create bool) (*pebble.Options, interface{ Unref(
 		MemTableStopWritesThreshold: 2,
 		ErrorIfNotExists:            !create,
 		Logger:                      pebbleLogger{o.Logger},
+		FS:                          o.filesystem(),
+		// A damaged block fails the read with a corruption error (reported
+		// as ErrRebuild) instead of Pebble's default, a fatal log.
+		EventListener: &pebble.EventListener{DataCorruption: func(info pebble.DataCorruptionInfo) {
+			if o.Logger != nil {
+				o.Logger.Error("the key map is damaged", zap.String("detail", info.String()))
+			}
+		}},
 	}
 	return po, c
 }
@@ -196,7 +213,7 @@ func Open(dir string, o Options) (*Map, error) {
 // not ready (Open refuses it) until a load is finished with FinishLoad.
 func Create(dir string, o Options) (*Map, error) {
 	specs := o.normalize()
-	if err := os.RemoveAll(dir); err != nil {
+	if err := o.filesystem().RemoveAll(dir); err != nil {
 		return nil, fmt.Errorf("remove the old key map in %s: %w", dir, err)
 	}
 	po, c := o.pebbleOptions(true)
@@ -391,4 +408,27 @@ func (p pebbleLogger) Errorf(format string, args ...any) {
 
 func (p pebbleLogger) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf("keymap: pebble: "+format, args...))
+}
+
+// Verify reads the whole store, checking every block's checksum and that
+// every entry decodes: a damaged map fails with ErrRebuild.
+func (m *Map) Verify() error {
+	it, err := m.db.NewIter(nil)
+	if err != nil {
+		return wrapRead(err)
+	}
+	for it.First(); it.Valid(); it.Next() {
+		if k := it.Key(); len(k) > 0 && k[0] == pEntry {
+			v, err := it.ValueAndErr()
+			if err != nil {
+				_ = it.Close()
+				return wrapRead(err)
+			}
+			if _, err := decodeVals(v); err != nil {
+				_ = it.Close()
+				return wrapRead(err)
+			}
+		}
+	}
+	return wrapRead(it.Close())
 }

@@ -1,0 +1,274 @@
+package keymap
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/jackc/pglogrepl"
+
+	"github.com/flusso-pg/flusso-pg/internal/change"
+)
+
+func comment(op change.Op, id, post string) change.Row {
+	r := change.Row{Table: tComments, Op: op, Cols: testCols[tComments]}
+	switch op {
+	case change.Insert, change.Update:
+		r.New = []change.Value{text(id), text(post), null}
+	case change.Delete:
+		r.Old = []change.Value{text(id), missing, missing}
+	}
+	return r
+}
+
+func mustTxn(t *testing.T, m *Map, lsn uint64, rows ...change.Row) []string {
+	t.Helper()
+	b, err := m.Begin(pglogrepl.LSN(lsn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for i := range rows {
+		prev, ok, err := b.Row(&rows[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			out = append(out, prev[0].Text)
+		} else {
+			out = append(out, "-")
+		}
+	}
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func newLoaded(t *testing.T, dir string, rows map[string]string) *Map {
+	t.Helper()
+	m, err := Create(dir, testOptions(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := m.NewLoader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, post := range rows {
+		if err := l.Add(tComments, []change.Value{text(id)}, []change.Value{text(post), null}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.FinishLoad(100); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// A delete and a parent-changing update under DEFAULT identity find their
+// old parents; a key change moves the entry; TRUNCATE clears the table.
+func TestRowResolvesOldParents(t *testing.T) {
+	m := newLoaded(t, t.TempDir(), map[string]string{"1": "10", "2": "20"})
+	defer m.Close()
+	move := comment(change.Update, "2", "21")
+	keyChange := comment(change.Update, "9", "10")
+	keyChange.Old = []change.Value{text("1"), missing, missing}
+	got := mustTxn(t, m, 200, comment(change.Delete, "1", ""), comment(change.Insert, "1", "11"), move, keyChange)
+	if want := "10 - 20 11"; strings.Join(got, " ") != want {
+		t.Fatalf("old parents %q, want %q", strings.Join(got, " "), want)
+	}
+	if _, ok, _ := m.Lookup(tComments, []change.Value{text("1")}); ok {
+		t.Fatal("the old key of a key change is still in the map")
+	}
+	if v, ok, _ := m.Lookup(tComments, []change.Value{text("9")}); !ok || v[0].Text != "10" {
+		t.Fatalf("the new key of a key change holds %v (found %v), want post 10", v, ok)
+	}
+	if got := m.Entries(); got != 2 {
+		t.Fatalf("Entries() = %d, want 2", got)
+	}
+	mustTxn(t, m, 300, change.Row{Table: tComments, Op: change.Truncate})
+	if got := m.Entries(); got != 0 {
+		t.Fatalf("after TRUNCATE Entries() = %d, want 0", got)
+	}
+	if _, ok, _ := m.Lookup(tComments, []change.Value{text("2")}); ok {
+		t.Fatal("TRUNCATE left an entry")
+	}
+}
+
+// A replay of a transaction before a truncate (one that also rewrote the
+// key) still reads the key's value from before the truncate.
+func TestReplayAcrossTruncate(t *testing.T) {
+	m := newLoaded(t, t.TempDir(), map[string]string{"1": "10"})
+	defer m.Close()
+	mustTxn(t, m, 200, comment(change.Insert, "5", "50"))
+	b, err := m.Begin(300)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Clear(tComments); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Put(tComments, []change.Value{text("1")}, []change.Value{text("99"), null}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	// The slot replays 200 and 300 (confirmed was 100).
+	if got := strings.Join(mustTxn(t, m, 200, comment(change.Delete, "1", "")), " "); got != "10" {
+		t.Fatalf("replay of 200 reads comment 1's post as %q, want 10", got)
+	}
+	b, err = m.Begin(300)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, err := b.Get(tComments, []change.Value{text("1")}); err != nil || !ok || v[0].Text != "10" {
+		t.Fatalf("replay of 300 before its truncate reads %v (found %v, %v), want post 10", v, ok, err)
+	}
+	if err := b.Clear(tComments); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := b.Get(tComments, []change.Value{text("1")}); ok {
+		t.Fatal("replay of 300 after its truncate still reads comment 1")
+	}
+	b.Discard()
+	if v, _, _ := m.Lookup(tComments, []change.Value{text("1")}); v[0].Text != "99" {
+		t.Fatalf("replays changed the map: comment 1 has post %v, want 99", v)
+	}
+}
+
+// Replays change nothing, also across a reopen; the LSN survives.
+func TestReplayIsNoOp(t *testing.T) {
+	dir := t.TempDir()
+	m := newLoaded(t, dir, map[string]string{"1": "10"})
+	mustTxn(t, m, 200, comment(change.Update, "1", "11"))
+	if err := m.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Open(dir, testOptions(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if m.LSN() != 200 || m.DurableLSN() != 200 {
+		t.Fatalf("reopened at %s (durable %s), want 0/C8", m.LSN(), m.DurableLSN())
+	}
+	// The replay reads what the first run read, and writes nothing.
+	if got := mustTxn(t, m, 200, comment(change.Update, "1", "11"), comment(change.Delete, "1", "")); strings.Join(got, " ") != "10 11" {
+		t.Fatalf("replay read %v, want [10 11]", got)
+	}
+	if v, ok, _ := m.Lookup(tComments, []change.Value{text("1")}); !ok || v[0].Text != "11" {
+		t.Fatalf("a replayed delete changed the map: %v %v", v, ok)
+	}
+	if err := m.Prune(200); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustTxn(t, m, 300, comment(change.Delete, "1", "")); got[0] != "11" {
+		t.Fatalf("after a prune a new delete reads %v, want 11", got)
+	}
+}
+
+// A missing map, one of another configuration or format, and one whose load
+// never finished are refused with ErrRebuild, saying why.
+func TestOpenRefuses(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "km")
+	if _, err := Open(dir, testOptions(nil)); !errors.Is(err, ErrRebuild) || !strings.Contains(err.Error(), "no key map") {
+		t.Fatalf("open of a missing map: %v", err)
+	}
+	m, err := Create(dir, testOptions(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, testOptions(nil)); !errors.Is(err, ErrRebuild) || !strings.Contains(err.Error(), "never completely loaded") {
+		t.Fatalf("open of an unfinished load: %v", err)
+	}
+	m = newLoaded(t, dir, map[string]string{"1": "10"})
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	other := testOptions(nil)
+	other.Fingerprint = "system 43 slot flusso"
+	if _, err := Open(dir, other); !errors.Is(err, ErrRebuild) || !strings.Contains(err.Error(), "another configuration") {
+		t.Fatalf("open with another fingerprint: %v", err)
+	}
+	cols := testOptions(nil)
+	cols.Tables = []Spec{{Table: tComments, Key: []string{"id"}, Join: []string{"post_id"}}, testSpecs[1]}
+	if _, err := Open(dir, cols); !errors.Is(err, ErrRebuild) {
+		t.Fatalf("open with other join columns: %v", err)
+	}
+	// Another format version.
+	db, err := pebble.Open(dir, &pebble.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Set(metaFormat, []byte("flusso-keymap/0"), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, testOptions(nil)); !errors.Is(err, ErrRebuild) || !strings.Contains(err.Error(), "format") {
+		t.Fatalf("open of another format: %v", err)
+	}
+	// Create starts over.
+	m = newLoaded(t, dir, map[string]string{"7": "70"})
+	defer m.Close()
+	if _, ok, _ := m.Lookup(tComments, []change.Value{text("1")}); ok {
+		t.Fatal("Create kept an entry of the old map")
+	}
+}
+
+// A damaged store is refused with ErrRebuild, at Open or at the first read
+// of the damaged part.
+func TestDamagedRefused(t *testing.T) {
+	dir := t.TempDir()
+	rows := map[string]string{}
+	for i := range 2000 {
+		rows[strings.Repeat("k", 20)+string(rune('a'+i%26))+strconv.Itoa(i)] = strconv.Itoa(i)
+	}
+	m := newLoaded(t, dir, rows)
+	if err := m.db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ssts, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if len(ssts) == 0 {
+		t.Fatal("no table file to damage")
+	}
+	for _, p := range ssts {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := len(b) / 8; i < len(b)/2; i += 97 {
+			b[i] ^= 0x5a
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := Open(dir, testOptions(nil))
+	if err == nil {
+		defer m.Close()
+		err = m.Verify()
+	}
+	if !errors.Is(err, ErrRebuild) {
+		t.Fatalf("a damaged map: %v, want ErrRebuild", err)
+	}
+}
