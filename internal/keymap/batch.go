@@ -153,6 +153,13 @@ func (b *Batch) write(tid uint32, key []change.Value, val []byte, present bool) 
 	if err != nil {
 		return wrapRead(err)
 	}
+	return b.writeRead(tid, ek, key, prev, had, val, present)
+}
+
+// writeRead is write when the entry's current value (prev, had: what read
+// returns) is known.
+func (b *Batch) writeRead(tid uint32, ek []byte, key []change.Value, prev []byte, had bool, val []byte, present bool) error {
+	var err error
 	if !b.replay {
 		if !b.undone[string(ek)] {
 			pre, pres := prev, had
@@ -326,7 +333,8 @@ func (b *Batch) Row(r *change.Row) ([]change.Value, bool, error) {
 	if oldKey != nil {
 		look = oldKey
 	}
-	prevRaw, had, err := b.read(tid, entryKey(nil, tid, look), look)
+	lek := entryKey(nil, tid, look)
+	prevRaw, had, err := b.read(tid, lek, look)
 	if err != nil {
 		return nil, false, wrapRead(err)
 	}
@@ -337,7 +345,7 @@ func (b *Batch) Row(r *change.Row) ([]change.Value, bool, error) {
 		}
 	}
 	if r.Op == change.Delete {
-		return prev, had, b.write(tid, oldKey, nil, false)
+		return prev, had, b.writeRead(tid, lek, oldKey, prevRaw, had, nil, false)
 	}
 	join := pick(r.New, jpos)
 	for i := range join {
@@ -351,11 +359,12 @@ func (b *Batch) Row(r *change.Row) ([]change.Value, bool, error) {
 		}
 	}
 	if oldKey != nil && !sameVals(oldKey, newKey) {
-		if err := b.write(tid, oldKey, nil, false); err != nil {
+		if err := b.writeRead(tid, lek, oldKey, prevRaw, had, nil, false); err != nil {
 			return nil, false, err
 		}
+		return prev, had, b.write(tid, newKey, appendVals(nil, join), true)
 	}
-	return prev, had, b.write(tid, newKey, appendVals(nil, join), true)
+	return prev, had, b.writeRead(tid, lek, newKey, prevRaw, had, appendVals(nil, join), true)
 }
 
 func positions(r *change.Row, cols []string) ([]int, error) {

@@ -94,6 +94,7 @@ type Map struct {
 	mu      sync.Mutex
 	lsn     uint64 // the map reflects every transaction up to here
 	durable uint64 // and is durable up to here
+	pruned  uint64 // journal records below this are gone
 	counts  []int64
 	open    bool // a batch is open
 }
@@ -357,37 +358,40 @@ func wrapRead(err error) error {
 }
 
 // Prune forgets the pre-images of transactions ending at or before upTo:
-// call it with the confirmed LSN, which is never replayed again.
+// call it with the confirmed LSN, which is never replayed again. (Point
+// deletions only: a range deletion in the memtable would slow every read.)
 func (m *Map) Prune(upTo pglogrepl.LSN) error {
-	lo, hi := journalKey(0), journalKey(uint64(upTo)+1)
-	if uint64(upTo) == ^uint64(0) {
-		hi = []byte{pJournal + 1}
+	m.mu.Lock()
+	from := m.pruned
+	m.mu.Unlock()
+	if uint64(upTo) < from {
+		return nil
 	}
+	lo, hi := journalKey(from), successor(journalKey(uint64(upTo)))
 	it, err := m.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
 		return fmt.Errorf("prune the key map: %w", err)
 	}
 	b := m.db.NewBatch()
-	n := 0
+	defer b.Close()
 	for it.First(); it.Valid(); it.Next() {
-		n++
+		_ = b.Delete(it.Key(), nil)
 		if err := eachJournal(it.Value(), func(k []byte) { _ = b.Delete(k, nil) }); err != nil {
 			_ = it.Close()
-			_ = b.Close()
 			return fmt.Errorf("prune the key map: %w", err)
 		}
 	}
 	if err := it.Close(); err != nil {
-		_ = b.Close()
 		return fmt.Errorf("prune the key map: %w", err)
 	}
-	if n == 0 {
-		return b.Close()
+	if !b.Empty() {
+		if err := b.Commit(pebble.NoSync); err != nil {
+			return fmt.Errorf("prune the key map: %w", err)
+		}
 	}
-	_ = b.DeleteRange(lo, hi, nil)
-	if err := b.Commit(pebble.NoSync); err != nil {
-		return fmt.Errorf("prune the key map: %w", err)
-	}
+	m.mu.Lock()
+	m.pruned = max(m.pruned, uint64(upTo)+1)
+	m.mu.Unlock()
 	return nil
 }
 
