@@ -447,3 +447,35 @@ func (b *Batch) finish() {
 	b.m.open = false
 	b.m.mu.Unlock()
 }
+
+// Fill applies r like Row and then gives r the old values the map knew, as
+// REPLICA IDENTITY FULL would have sent them for these columns: on a DELETE,
+// or an UPDATE, the join columns of r.Old that are missing (r.Old is made,
+// key and join columns, when the server sent none) take the map's values. The
+// resolver then finds the old parents from r.Old as it does under FULL. A
+// row whose key the map did not hold is left as it is.
+func (b *Batch) Fill(r *change.Row) error {
+	prev, found, err := b.Row(r)
+	if err != nil || !found || (r.Op != change.Delete && r.Op != change.Update) {
+		return err
+	}
+	spec := &b.m.specs[b.m.tids[r.Table]]
+	if r.Old == nil {
+		r.Old = make([]change.Value, len(r.Cols))
+		for i := range r.Old {
+			r.Old[i] = change.Value{Missing: true}
+		}
+		for _, k := range spec.Key {
+			i := r.Col(k)
+			if i < len(r.New) {
+				r.Old[i] = r.New[i]
+			}
+		}
+	}
+	for j, c := range spec.Join {
+		if i := r.Col(c); i < len(r.Old) && r.Old[i].Missing && j < len(prev) {
+			r.Old[i] = prev[j]
+		}
+	}
+	return nil
+}

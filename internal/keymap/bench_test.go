@@ -78,7 +78,7 @@ func peakRSS() float64 {
 // Loader, finished (synced); then the disk size once the memtable is flushed.
 func BenchmarkLoad(b *testing.B) {
 	n := benchRows()
-	var bytes int64
+	var bytes, files int64
 	for i := range b.N {
 		m := benchLoad(b, filepath.Join(b.TempDir(), strconv.Itoa(i)), n)
 		b.StopTimer()
@@ -86,6 +86,7 @@ func BenchmarkLoad(b *testing.B) {
 			b.Fatal(err)
 		}
 		bytes = m.Bytes()
+		files = dirSize(b, m.dir)
 		if err := m.Close(); err != nil {
 			b.Fatal(err)
 		}
@@ -93,6 +94,7 @@ func BenchmarkLoad(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/row")
 	b.ReportMetric(float64(bytes)/float64(n), "disk-B/row")
+	b.ReportMetric(float64(files)/float64(n), "files-B/row")
 	b.ReportMetric(peakRSS(), "peak-RSS-MiB")
 }
 
@@ -176,4 +178,23 @@ func BenchmarkLookup(b *testing.B) {
 			b.Fatalf("lookup %v: %v %v", key, ok, err)
 		}
 	}
+}
+
+// dirSize adds up the sizes of the files in dir, as du would see them.
+func dirSize(b *testing.B, dir string) int64 {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		fi, err := d.Info()
+		if err == nil {
+			n += fi.Size()
+		}
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
 }

@@ -272,3 +272,32 @@ func TestDamagedRefused(t *testing.T) {
 		t.Fatalf("a damaged map: %v, want ErrRebuild", err)
 	}
 }
+
+// Fill gives a DELETE and an UPDATE without old tuple the old values the map
+// holds, as FULL identity would have sent them.
+func TestFill(t *testing.T) {
+	m := newLoaded(t, t.TempDir(), map[string]string{"1": "10", "2": "20"})
+	defer m.Close()
+	b, err := m.Begin(200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	del, move, ins := comment(change.Delete, "1", ""), comment(change.Update, "2", "21"), comment(change.Insert, "3", "30")
+	for _, r := range []*change.Row{&del, &move, &ins} {
+		if err := b.Fill(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got := del.Old; got[0].Text != "1" || got[1].Text != "10" || !got[2].Null {
+		t.Fatalf("filled delete: Old = %v, want [1 10 NULL]", got)
+	}
+	if got := move.Old; len(got) != 3 || got[0].Text != "2" || got[1].Text != "20" || move.New[1].Text != "21" {
+		t.Fatalf("filled update: Old = %v New = %v, want Old [2 20 NULL]", got, move.New)
+	}
+	if ins.Old != nil {
+		t.Fatalf("an insert got an old tuple: %v", ins.Old)
+	}
+}
