@@ -193,7 +193,7 @@ func Open(dir string, o Options) (*Map, error) {
 		return fail("was never completely loaded")
 	}
 	m.lsn = binary.BigEndian.Uint64(lsn)
-	m.durable = m.lsn // what Pebble recovered is on disk
+	m.durable = m.lsn // Pebble flushes (and fsyncs) what it recovers from its log before Open returns
 	for i := range specs {
 		v, err := m.get(countKey(uint32(i)))
 		if err != nil {
@@ -285,8 +285,11 @@ func (m *Map) DurableLSN() pglogrepl.LSN {
 // machine leaves the map at LSN() or later. Call it before confirming LSN().
 func (m *Map) Sync() error {
 	m.mu.Lock()
-	lsn := m.lsn
+	lsn, durable := m.lsn, m.durable
 	m.mu.Unlock()
+	if durable >= lsn {
+		return nil // nothing since the last sync: no fsync
+	}
 	if err := m.db.Set(metaDurable, appendLSN(nil, lsn), pebble.Sync); err != nil {
 		return fmt.Errorf("sync the key map: %w", err)
 	}

@@ -301,3 +301,51 @@ func TestFill(t *testing.T) {
 		t.Fatalf("an insert got an old tuple: %v", ins.Old)
 	}
 }
+
+// The metrics' readers (Entries, Bytes, LSN, DurableLSN, Lookup) may run
+// while the pipeline writes (run with -race); a Sync with nothing new does
+// not move the durable LSN past what was written.
+func TestConcurrentReaders(t *testing.T) {
+	m := newLoaded(t, t.TempDir(), map[string]string{"1": "10"})
+	defer m.Close()
+	done := make(chan struct{})
+	read := make(chan int)
+	go func() {
+		n := 0
+		defer func() { read <- n }()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			_, _, _ = m.Entries(), m.Bytes(), m.LSN()
+			if _, _, err := m.Lookup(tComments, []change.Value{text("1")}); err != nil {
+				t.Error(err)
+				return
+			}
+			n++
+		}
+	}()
+	for i := range 200 {
+		mustTxn(t, m, uint64(200+i), comment(change.Update, "1", strconv.Itoa(i)), comment(change.Insert, strconv.Itoa(i+2), "5"))
+		if i%10 == 0 {
+			if err := m.Sync(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	close(done)
+	if n := <-read; n == 0 {
+		t.Fatal("the reader never ran")
+	}
+	if err := m.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if m.DurableLSN() != m.LSN() || m.Entries() != 201 {
+		t.Fatalf("durable %s, LSN %s, %d entries; want durable = LSN and 201 entries", m.DurableLSN(), m.LSN(), m.Entries())
+	}
+}
