@@ -33,6 +33,12 @@ type Batch struct {
 	delta   map[uint32]int64
 	reset   map[uint32]bool
 
+	// A transaction larger than the map's chunk size is written in chunks
+	// (see flushChunk); chunks counts those written, cut the tables whose
+	// truncate is in one of them.
+	chunks int
+	cut    map[uint32]bool
+
 	uncertain bool
 	done      bool
 }
@@ -58,7 +64,7 @@ func (m *Map) Begin(lsn pglogrepl.LSN) (*Batch, error) {
 		over: map[string]overlay{}, cleared: map[uint32]bool{}}
 	if !b.replay {
 		b.b = m.db.NewBatch()
-		b.undone, b.delta, b.reset = map[string]bool{}, map[uint32]int64{}, map[uint32]bool{}
+		b.undone, b.delta, b.reset, b.cut = map[string]bool{}, map[uint32]int64{}, map[uint32]bool{}, map[uint32]bool{}
 	}
 	return b, nil
 }
@@ -66,9 +72,11 @@ func (m *Map) Begin(lsn pglogrepl.LSN) (*Batch, error) {
 // Replay reports whether the batch replays a transaction the map holds.
 func (b *Batch) Replay() bool { return b.replay }
 
-// Uncertain reports whether, on a replay, a read found no pre-image because
-// a later transaction (still to be replayed) truncated the table: the read
-// answered "no entry". The truncate's replay rebuilds every index that reads
+// Uncertain reports whether a read may have answered other than the first
+// run of the transaction did, because a truncate hid the value: on a replay,
+// a later transaction (still to be replayed) truncated the table; on the
+// rerun of a transaction that a crash cut in the middle, its own truncate had
+// been written. Either truncate, replayed, rebuilds every index that reads
 // the table, so nothing is lost, but a caller may rebuild at once.
 func (b *Batch) Uncertain() bool { return b.uncertain }
 
@@ -79,6 +87,9 @@ func (b *Batch) read(tid uint32, ek []byte, key []change.Value) ([]byte, bool, e
 	}
 	if b.cleared[tid] {
 		return nil, false, nil
+	}
+	if !b.replay && !b.cut[tid] && b.m.lostClear[tid] {
+		b.uncertain = true
 	}
 	if b.replay {
 		return b.readAt(tid, ek, key)
@@ -161,7 +172,21 @@ func (b *Batch) write(tid uint32, key []change.Value, val []byte, present bool) 
 func (b *Batch) writeRead(tid uint32, ek []byte, key []change.Value, prev []byte, had bool, val []byte, present bool) error {
 	var err error
 	if !b.replay {
-		if !b.undone[string(ek)] {
+		uk := appendLSN(undoPrefix(nil, tid, key), b.lsn)
+		first := !b.undone[string(ek)]
+		if first && b.chunks > 0 {
+			// An earlier chunk may have stored it.
+			v, err := b.m.get(uk)
+			if err != nil {
+				return wrapRead(err)
+			}
+			first = v == nil
+		}
+		// The pre-image is the entry when the transaction began: the store's
+		// (which holds no write of this transaction to this key yet), unless
+		// a chunk already wrote this transaction's truncate of the table —
+		// then it is lost, and the truncate's marker stands for it.
+		if first && !b.cut[tid] {
 			pre, pres := prev, had
 			if _, touched := b.over[string(ek)]; touched || b.cleared[tid] {
 				if pre, err = b.m.get(ek); err != nil {
@@ -169,7 +194,6 @@ func (b *Batch) writeRead(tid uint32, ek []byte, key []change.Value, prev []byte
 				}
 				pres = pre != nil
 			}
-			uk := appendLSN(undoPrefix(nil, tid, key), b.lsn)
 			uv := []byte{0}
 			if pres {
 				uv = append([]byte{1}, pre...)
@@ -191,7 +215,55 @@ func (b *Batch) writeRead(tid uint32, ek []byte, key []change.Value, prev []byte
 		}
 	}
 	b.over[string(ek)] = overlay{val: val, present: present}
+	return b.maybeFlush()
+}
+
+// maybeFlush writes the transaction's changes so far as a chunk once they
+// pass the map's chunk size, so that memory does not follow the size of a
+// transaction. The map's LSN does not move: the chunk is marked partial, and
+// a crash before Commit is rolled back by the next Open (rollbackPartial),
+// after which the slot's resend of the transaction applies it again.
+func (b *Batch) maybeFlush() error {
+	if b.replay || b.b.Len() < b.m.chunkBytes {
+		return nil
+	}
+	m := b.m
+	_ = b.b.Set(journalChunkKey(b.lsn, b.chunks), b.journal, nil)
+	for tid, n := range b.counts() {
+		_ = b.b.Set(countKey(tid), binary.AppendVarint(nil, n), nil)
+	}
+	_ = b.b.Set(metaPartial, appendLSN(nil, b.lsn), nil)
+	if err := b.b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("write the key map at %s: %w", pglogrepl.LSN(b.lsn), err)
+	}
+	_ = b.b.Close()
+	b.b = m.db.NewBatch()
+	b.chunks++
+	b.journal = nil
+	for tid := range b.cleared {
+		b.cut[tid] = true
+	}
+	clear(b.over)
+	clear(b.cleared)
+	clear(b.undone)
 	return nil
+}
+
+// counts are the entry counts of the tables the batch changed, as they are
+// once it is applied.
+func (b *Batch) counts() map[uint32]int64 {
+	m := b.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	counts := map[uint32]int64{}
+	for tid, d := range b.delta {
+		n := m.counts[tid]
+		if b.reset[tid] {
+			n = 0
+		}
+		counts[tid] = n + d
+	}
+	return counts
 }
 
 // Get returns the join values of key in table t as the transaction sees
@@ -269,7 +341,7 @@ func (b *Batch) Clear(t change.Table) error {
 	b.journal = appendJournal(b.journal, tk)
 	b.reset[tid] = true
 	b.delta[tid] = 0
-	return nil
+	return b.maybeFlush()
 }
 
 // Row applies one thin row of a mapped table and returns the join values its
@@ -402,18 +474,19 @@ func (b *Batch) Commit() error {
 	}
 	m := b.m
 	if len(b.journal) > 0 {
-		_ = b.b.Set(journalKey(b.lsn), b.journal, nil)
+		_ = b.b.Set(journalChunkKey(b.lsn, b.chunks), b.journal, nil)
+	}
+	if b.chunks > 0 {
+		_ = b.b.Delete(metaPartial, nil)
 	}
 	m.mu.Lock()
-	counts := map[uint32]int64{}
-	for tid, d := range b.delta {
-		n := m.counts[tid]
-		if b.reset[tid] {
-			n = 0
-		}
-		counts[tid] = n + d
-	}
+	lost := len(m.lostClear) > 0
 	m.mu.Unlock()
+	if lost {
+		// The transaction a crash cut is applied again: its truncates are done.
+		_ = b.b.Delete(metaLost, nil)
+	}
+	counts := b.counts()
 	for tid, n := range counts {
 		_ = b.b.Set(countKey(tid), binary.AppendVarint(nil, n), nil)
 	}
@@ -426,6 +499,7 @@ func (b *Batch) Commit() error {
 	for tid, n := range counts {
 		m.counts[tid] = n
 	}
+	clear(m.lostClear)
 	m.mu.Unlock()
 	return nil
 }

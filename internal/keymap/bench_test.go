@@ -255,3 +255,42 @@ func BenchmarkMix(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkBigTxn is one transaction that moves every comment of a map of N
+// rows to another post (an UPDATE of the whole table), written in chunks of
+// a quarter of a memtable (2 MiB): its time per row, and the process's peak RSS, which the chunks
+// bound whatever the transaction's size.
+func BenchmarkBigTxn(b *testing.B) {
+	n := benchRows()
+	for i := range b.N {
+		b.StopTimer()
+		m := benchLoad(b, filepath.Join(b.TempDir(), strconv.Itoa(i)), n)
+		b.StartTimer()
+		tx, err := m.Begin(200)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for id := 1; id <= n; id++ {
+			r := change.Row{Table: tComments, Op: change.Update, Cols: testCols[tComments],
+				New: []change.Value{text(strconv.Itoa(id)), text(strconv.Itoa(id/10 + 1)), null}}
+			if _, _, err := tx.Row(&r); err != nil {
+				b.Fatal(err)
+			}
+		}
+		chunks := tx.chunks
+		if err := tx.Commit(); err != nil {
+			b.Fatal(err)
+		}
+		if err := m.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(chunks), "chunks")
+		if err := m.Close(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/row")
+	b.ReportMetric(peakRSS(), "peak-RSS-MiB")
+}

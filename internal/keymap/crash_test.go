@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+
+	"github.com/flusso-pg/flusso-pg/internal/change"
 )
 
 const childEnv = "FLUSSO_KEYMAP_CRASH_CHILD" // dir:seed
@@ -29,7 +31,7 @@ func TestMain(m *testing.M) {
 func crashChild(arg string) int {
 	dir, s, _ := strings.Cut(arg, ":")
 	seed, _ := strconv.ParseUint(s, 10, 64)
-	m, err := Create(dir, testOptions(nil))
+	m, err := Create(dir, crashOptions(seed))
 	if err == nil {
 		err = m.FinishLoad(100)
 	}
@@ -65,6 +67,15 @@ func crashChild(arg string) int {
 	}
 }
 
+// crashOptions: odd seeds write most transactions in chunks.
+func crashOptions(seed uint64) Options {
+	o := testOptions(nil)
+	if seed%2 == 1 {
+		o.chunkBytes = 60
+	}
+	return o
+}
+
 // TestSIGKILL kills a process that writes the map, at a random moment, and
 // checks the map it leaves: at or past the last LSN it synced, exactly at a
 // transaction's end, holding exactly what the transactions up to there make.
@@ -74,7 +85,7 @@ func TestSIGKILL(t *testing.T) {
 		rounds = 1
 	}
 	for round := range rounds {
-		seed := uint64(time.Now().UnixNano())
+		seed := uint64(time.Now().UnixNano()) + uint64(round) // both parities
 		t.Run(strconv.Itoa(round), func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "km")
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -121,7 +132,7 @@ func TestSIGKILL(t *testing.T) {
 			if synced == 0 {
 				t.Fatal("the child synced nothing before it was killed")
 			}
-			m, err := Open(dir, testOptions(nil))
+			m, err := Open(dir, crashOptions(seed))
 			if err != nil {
 				t.Fatalf("open after SIGKILL (seed %d): %v", seed, err)
 			}
@@ -137,8 +148,14 @@ func TestSIGKILL(t *testing.T) {
 			if g.lsn != got {
 				t.Fatalf("seed %d: after SIGKILL the map is at %d, inside a transaction (ends %d)", seed, got, g.lsn)
 			}
-			checkState(t, m, g.cur, fmt.Sprintf("seed %d after SIGKILL at %d (synced %d)", seed, got, synced))
-			t.Logf("seed %d: killed after %d syncs, last synced %d, map at %d", seed, kill, synced, got)
+			// A transaction cut after a chunk with its truncate was written
+			// leaves that table incomplete until it is sent again.
+			skip := map[change.Table]bool{}
+			for tid := range m.lostClear {
+				skip[m.specs[tid].Table] = true
+			}
+			checkStateExcept(t, m, g.cur, skip, fmt.Sprintf("seed %d after SIGKILL at %d (synced %d)", seed, got, synced))
+			t.Logf("seed %d: killed after %d syncs, last synced %d, map at %d, rolled back %v", seed, kill, synced, got, m.rolledBack)
 		})
 	}
 }

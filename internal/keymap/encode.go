@@ -12,7 +12,7 @@ import (
 //	'e' tid(4) vals(key)          → vals(join)            an entry: a row's key → its join values
 //	'u' tid(4) vals(key) lsn(8)   → flag(1) vals(join)    the entry as it was before transaction lsn touched it
 //	't' tid(4) lsn(8)             → ""                    transaction lsn truncated table tid
-//	'j' lsn(8)                    → keys                  the 'u' and 't' keys transaction lsn wrote (for Prune)
+//	'j' lsn(8) chunk(4)           → keys                  the 'u' and 't' keys transaction lsn wrote (for Prune)
 //	'm' name                      → meta: format, fingerprint, lsn, durable lsn, counts
 //
 // tid is the table's position in the sorted table specs (part of the
@@ -33,6 +33,8 @@ var (
 	metaFingerprint = []byte("mfingerprint")
 	metaLSN         = []byte("mlsn")
 	metaDurable     = []byte("mdurable")
+	metaPartial     = []byte("mpartial") // the LSN of a transaction whose chunks are written but not its commit
+	metaLost        = []byte("mlost")    // tids whose entries a rolled-back truncate removed (Map.lostClear)
 	metaCountPrefix = []byte("mcount/")
 )
 
@@ -106,6 +108,12 @@ func truncPrefix(dst []byte, tid uint32) []byte {
 }
 
 func journalKey(lsn uint64) []byte { return appendLSN([]byte{pJournal}, lsn) }
+
+// journalChunkKey is the journal record of one chunk of a transaction (0
+// for a transaction written at once).
+func journalChunkKey(lsn uint64, chunk int) []byte {
+	return binary.BigEndian.AppendUint32(journalKey(lsn), uint32(chunk))
+}
 
 func countKey(tid uint32) []byte { return appendTid(append([]byte(nil), metaCountPrefix...), tid) }
 

@@ -66,7 +66,8 @@ type Options struct {
 	// Logger receives Pebble's own messages (nil: none but fatal ones).
 	Logger *zap.Logger
 
-	fs vfs.FS // tests: a crashable in-memory file system
+	fs         vfs.FS // tests: a crashable in-memory file system
+	chunkBytes int    // tests: the chunk size of a large transaction (default a quarter of a memtable)
 }
 
 func (o *Options) filesystem() vfs.FS {
@@ -97,6 +98,13 @@ type Map struct {
 	pruned  uint64 // journal records below this are gone
 	counts  []int64
 	open    bool // a batch is open
+
+	chunkBytes int
+	// lostClear: a crash cut a transaction after a chunk with its truncate
+	// of these tables was written; until the transaction is applied again,
+	// reads of them may differ from its first run's (Batch.Uncertain).
+	lostClear  map[uint32]bool
+	rolledBack bool // Open rolled a cut transaction back (tests)
 }
 
 func (o *Options) normalize() []Spec {
@@ -166,7 +174,7 @@ func Open(dir string, o Options) (*Map, error) {
 		}
 		return nil, fmt.Errorf("open the key map in %s: %w", dir, err)
 	}
-	m := newMap(db, c, dir, specs)
+	m := newMap(db, c, dir, specs, o.chunk())
 	fail := func(why string) (*Map, error) {
 		_ = m.Close()
 		return nil, fmt.Errorf("the key map in %s %s: %w", dir, why, ErrRebuild)
@@ -207,7 +215,108 @@ func Open(dir string, o Options) (*Map, error) {
 			m.counts[i] = n
 		}
 	}
+	lost, err := m.get(metaLost)
+	if err != nil {
+		return fail("cannot be read (" + err.Error() + ")")
+	}
+	for ; len(lost) >= 4; lost = lost[4:] {
+		m.lostClear[binary.BigEndian.Uint32(lost)] = true
+	}
+	if err := m.rollbackPartial(); err != nil {
+		return fail("cannot be rolled back to its last transaction (" + err.Error() + ")")
+	}
 	return m, nil
+}
+
+// rollbackPartial undoes the chunks of a transaction that a crash cut
+// before its commit: every entry it touched gets its pre-image back, so the
+// map is exactly at its LSN again (but for the entries of a table whose
+// truncate was in a chunk: those are gone, see lostClear), and the slot's
+// resend of the transaction applies it anew.
+func (m *Map) rollbackPartial() error {
+	v, err := m.get(metaPartial)
+	if err != nil || v == nil {
+		return err
+	}
+	if len(v) != 8 {
+		return errDecode
+	}
+	lsn := binary.BigEndian.Uint64(v)
+	b := m.db.NewBatch()
+	defer b.Close()
+	if lsn > m.lsn {
+		prefix := journalKey(lsn)
+		it, err := m.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: successor(prefix)})
+		if err != nil {
+			return err
+		}
+		var keys [][]byte
+		for it.First(); it.Valid(); it.Next() {
+			_ = b.Delete(it.Key(), nil)
+			if err := eachJournal(it.Value(), func(k []byte) { keys = append(keys, append([]byte(nil), k...)) }); err != nil {
+				_ = it.Close()
+				return err
+			}
+		}
+		if err := it.Close(); err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if len(k) < 5 {
+				return errDecode
+			}
+			tid := binary.BigEndian.Uint32(k[1:5])
+			if int(tid) >= len(m.counts) {
+				return errDecode
+			}
+			_ = b.Delete(k, nil)
+			if k[0] == pTrunc {
+				m.lostClear[tid] = true
+				continue
+			}
+			if k[0] != pUndo || len(k) < 13 {
+				return errDecode
+			}
+			ek := append([]byte{pEntry}, k[1:len(k)-8]...)
+			pre, err := m.get(k)
+			if err != nil {
+				return err
+			}
+			cur, err := m.get(ek)
+			if err != nil {
+				return err
+			}
+			switch {
+			case len(pre) > 0 && pre[0] == 1:
+				_ = b.Set(ek, pre[1:], nil)
+				if cur == nil {
+					m.counts[tid]++
+				}
+			case len(pre) > 0:
+				_ = b.Delete(ek, nil)
+				if cur != nil {
+					m.counts[tid]--
+				}
+			default:
+				return errDecode
+			}
+		}
+		for tid, n := range m.counts {
+			_ = b.Set(countKey(uint32(tid)), binary.AppendVarint(nil, n), nil)
+		}
+		// Until the transaction is applied again (it truncates those tables
+		// anew), a crash must not forget that their entries are incomplete.
+		var lost []byte
+		for tid := range m.lostClear {
+			lost = binary.BigEndian.AppendUint32(lost, tid)
+		}
+		if lost != nil {
+			_ = b.Set(metaLost, lost, nil)
+		}
+	}
+	_ = b.Delete(metaPartial, nil)
+	m.rolledBack = lsn > m.lsn
+	return b.Commit(pebble.Sync)
 }
 
 // Create makes a new, empty map in dir, removing whatever was there. It is
@@ -223,7 +332,7 @@ func Create(dir string, o Options) (*Map, error) {
 		c.Unref()
 		return nil, fmt.Errorf("create the key map in %s: %w", dir, err)
 	}
-	m := newMap(db, c, dir, specs)
+	m := newMap(db, c, dir, specs, o.chunk())
 	b := db.NewBatch()
 	_ = b.Set(metaFormat, []byte(formatVersion), nil)
 	_ = b.Set(metaFingerprint, []byte(fingerprint(specs, o.Fingerprint)), nil)
@@ -234,8 +343,23 @@ func Create(dir string, o Options) (*Map, error) {
 	return m, nil
 }
 
-func newMap(db *pebble.DB, c interface{ Unref() }, dir string, specs []Spec) *Map {
-	m := &Map{db: db, cache: c, dir: dir, specs: specs, tids: map[change.Table]uint32{}, counts: make([]int64, len(specs))}
+// chunk is the size past which a transaction's batch is written as a
+// chunk: a quarter of a memtable (a batch larger than half of one would be
+// written by Pebble as a table file of its own).
+func (o *Options) chunk() int {
+	if o.chunkBytes > 0 {
+		return o.chunkBytes
+	}
+	mem := o.MemTableBytes
+	if mem <= 0 {
+		mem = defaultMemTable
+	}
+	return int(mem / 4)
+}
+
+func newMap(db *pebble.DB, c interface{ Unref() }, dir string, specs []Spec, chunk int) *Map {
+	m := &Map{db: db, cache: c, dir: dir, specs: specs, tids: map[change.Table]uint32{}, counts: make([]int64, len(specs)),
+		chunkBytes: chunk, lostClear: map[uint32]bool{}}
 	for i, s := range specs {
 		m.tids[s.Table] = uint32(i)
 	}

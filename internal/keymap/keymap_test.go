@@ -349,3 +349,107 @@ func TestConcurrentReaders(t *testing.T) {
 		t.Fatalf("durable %s, LSN %s, %d entries; want durable = LSN and 201 entries", m.DurableLSN(), m.LSN(), m.Entries())
 	}
 }
+
+// A transaction larger than the chunk size is written in chunks; one that a
+// crash cut (here: the process stops before Commit) is rolled back by Open,
+// entries and counts, and a truncate it had written is remembered until the
+// transaction is applied again.
+func TestChunkedRollback(t *testing.T) {
+	dir := t.TempDir()
+	o := testOptions(nil)
+	o.chunkBytes = 64
+	m, err := Create(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.FinishLoad(100); err != nil {
+		t.Fatal(err)
+	}
+	mustTxn(t, m, 200, comment(change.Insert, "1", "10"), comment(change.Insert, "2", "20"))
+	link := []change.Value{text("1"), text("1")}
+	b, err := m.Begin(250)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Put(tLinks, link, []change.Value{text("5")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	cut := func(truncate bool) {
+		b, err := m.Begin(300)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows := []change.Row{comment(change.Delete, "1", ""), comment(change.Update, "2", "21")}
+		for i := 3; i < 40; i++ {
+			rows = append(rows, comment(change.Insert, strconv.Itoa(i), "30"))
+		}
+		if truncate {
+			rows = append(rows, change.Row{Table: tLinks, Op: change.Truncate}, comment(change.Insert, "99", "99"))
+		}
+		for i := range rows {
+			if _, _, err := b.Row(&rows[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if b.chunks < 2 {
+			t.Fatalf("a 40-row transaction was written in %d chunks, want several", b.chunks)
+		}
+		b.Discard() // the crash: no Commit
+		if err := m.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if m, err = Open(dir, o); err != nil {
+			t.Fatal(err)
+		}
+		if !m.rolledBack || m.LSN() != 250 {
+			t.Fatalf("after the cut the map is at %s, rolled back %v; want 0/FA, rolled back", m.LSN(), m.rolledBack)
+		}
+		for id, post := range map[string]string{"1": "10", "2": "20", "3": "", "99": ""} {
+			v, ok, err := m.Lookup(tComments, []change.Value{text(id)})
+			if err != nil || ok != (post != "") || (ok && v[0].Text != post) {
+				t.Fatalf("after the rollback comment %s has %v (found %v, %v), want %q", id, v, ok, err, post)
+			}
+		}
+		if got := m.TableEntries(tComments); got != 2 {
+			t.Fatalf("after the rollback comments has %d entries, want 2", got)
+		}
+	}
+	cut(false)
+	if len(m.lostClear) != 0 {
+		t.Fatalf("a rollback without truncate lost tables %v", m.lostClear)
+	}
+	cut(true)
+	if !m.lostClear[1] {
+		t.Fatalf("the rolled-back truncate of links is not remembered: %v", m.lostClear)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if m, err = Open(dir, o); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if !m.lostClear[1] {
+		t.Fatal("a reopen forgot that links lost entries")
+	}
+	// The slot sends 300 again: reads of links are flagged until its truncate.
+	b, err = m.Begin(300)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.Get(tLinks, link); err != nil || !b.Uncertain() {
+		t.Fatalf("a read of links before the resent truncate: uncertain %v, %v", b.Uncertain(), err)
+	}
+	if err := b.Clear(tLinks); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.lostClear) != 0 {
+		t.Fatalf("after the transaction is applied again, lost tables %v", m.lostClear)
+	}
+}

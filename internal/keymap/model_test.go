@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"os"
 	"strconv"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/jackc/pglogrepl"
 
@@ -177,6 +179,9 @@ func (g *gen) row() change.Row {
 func (g *gen) txn() (uint64, []change.Row) {
 	g.lsn += 1 + uint64(g.rng.IntN(40))
 	rows := make([]change.Row, 1+g.rng.IntN(6))
+	if g.rng.IntN(10) == 0 {
+		rows = make([]change.Row, 10+g.rng.IntN(30))
+	}
 	for i := range rows {
 		rows[i] = g.row()
 		g.cur.apply(&rows[i])
@@ -218,7 +223,16 @@ func loadRandom(t testing.TB, m *Map, rng *rand.Rand, lsn uint64) state {
 // checkState compares every key of the tests' key space with the model.
 func checkState(t testing.TB, m *Map, want state, when string) {
 	t.Helper()
+	checkStateExcept(t, m, want, nil, when)
+}
+
+// checkStateExcept is checkState but for the tables in skip (and the counts).
+func checkStateExcept(t testing.TB, m *Map, want state, skip map[change.Table]bool, when string) {
+	t.Helper()
 	for _, tb := range []change.Table{tComments, tLinks} {
+		if skip[tb] {
+			continue
+		}
 		var keys [][]change.Value
 		if tb == tComments {
 			for i := range 24 {
@@ -242,6 +256,9 @@ func checkState(t testing.TB, m *Map, want state, when string) {
 			}
 		}
 	}
+	if len(skip) > 0 {
+		return
+	}
 	if got, w := m.Entries(), want.count(); got != w {
 		t.Fatalf("%s: Entries() = %d, model has %d", when, got, w)
 	}
@@ -264,6 +281,9 @@ type txnRec struct {
 // compares every answer and the whole content with an in-memory model.
 func TestModel(t *testing.T) {
 	seeds, steps := 12, 400
+	if n, err := strconv.Atoi(os.Getenv("FLUSSO_KEYMAP_SEEDS")); err == nil && n > 0 {
+		seeds = n // a longer run: FLUSSO_KEYMAP_SEEDS=200
+	}
 	if testing.Short() {
 		seeds, steps = 3, 150
 	}
@@ -276,7 +296,14 @@ func runModel(t *testing.T, seed uint64, steps int) {
 	rng := rand.New(rand.NewPCG(seed, 7))
 	fs := vfs.NewCrashableMem()
 	const dir = "keymap"
-	m, err := Create(dir, testOptions(fs))
+	opts := func() Options {
+		o := testOptions(fs)
+		if seed%2 == 1 {
+			o.chunkBytes = 60 // most transactions are written in chunks
+		}
+		return o
+	}
+	m, err := Create(dir, opts())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,39 +315,141 @@ func runModel(t *testing.T, seed uint64, steps int) {
 	confirmed := uint64(100)
 	stats := map[string]int{}
 
-	for step := range steps {
-		where := fmt.Sprintf("seed %d step %d", seed, step)
-		switch n := rng.IntN(100); {
-		case n < 60: // a new transaction
-			lsn, rows := g.txn()
-			b, err := m.Begin(pglogrepl.LSN(lsn))
+	// resend is the slot sending again, after a crash, the transactions past
+	// the map's LSN: each is new to the map, and answers as the first time
+	// (but where a truncate a crash left written hides a value).
+	resend := func(got uint64, where string) {
+		model = after[got].clone()
+		for _, rec := range log {
+			if rec.lsn <= got {
+				continue
+			}
+			b, err := m.Begin(pglogrepl.LSN(rec.lsn))
 			if err != nil {
 				t.Fatalf("%s: %v", where, err)
 			}
 			if b.Replay() {
-				t.Fatalf("%s: a new transaction at %d is taken for a replay (map at %s)", where, lsn, m.LSN())
+				t.Fatalf("%s: resent transaction %d is taken for a replay (map at %s)", where, rec.lsn, m.LSN())
 			}
-			rec := txnRec{lsn: lsn, rows: rows, trunc: map[change.Table]bool{}}
-			for i := range rows {
-				prev, had, err := b.Row(&rows[i])
+			for j := range rec.rows {
+				prev, had, err := b.Row(&rec.rows[j])
 				if err != nil {
-					t.Fatalf("%s: row %d: %v", where, i, err)
+					t.Fatalf("%s: resend %d row %d: %v", where, rec.lsn, j, err)
 				}
-				w, wok := model.apply(&rows[i])
-				if had != wok || (had && !sameVals(prev, w.join)) {
-					t.Fatalf("%s: row %d (%v %s): old values %v (found %v), model %v (found %v)", where, i, rows[i].Op, rows[i].Table, prev, had, w.join, wok)
+				w, wok := model.apply(&rec.rows[j])
+				if had == wok && (!had || sameVals(prev, w.join)) {
+					continue
 				}
-				rec.prevs, rec.found = append(rec.prevs, entry{join: prev}), append(rec.found, had)
-				if rows[i].Op == change.Truncate {
-					rec.trunc[rows[i].Table] = true
+				later := false
+				for _, r2 := range rec.rows[j:] {
+					later = later || (r2.Op == change.Truncate && r2.Table == rec.rows[j].Table)
 				}
+				if !b.Uncertain() || !later {
+					t.Fatalf("%s: resend %d row %d: old values %v (found %v), model %v (found %v)", where, rec.lsn, j, prev, had, w.join, wok)
+				}
+				stats["uncertain"]++
 			}
 			if err := b.Commit(); err != nil {
 				t.Fatalf("%s: %v", where, err)
 			}
-			log = append(log, rec)
-			after[lsn] = model.clone()
-			stats["txn"]++
+			after[rec.lsn] = model.clone()
+			stats["resent"]++
+		}
+	}
+
+	for step := range steps {
+		where := fmt.Sprintf("seed %d step %d", seed, step)
+		switch n := rng.IntN(100); {
+		case n < 60: // a new transaction, now and then cut by a crash and sent again
+			lsn, rows := g.txn()
+			cut := -1
+			if rng.IntN(12) == 0 {
+				cut = rng.IntN(len(rows))
+			}
+			for attempt := 0; ; attempt++ {
+				b, err := m.Begin(pglogrepl.LSN(lsn))
+				if err != nil {
+					t.Fatalf("%s: %v", where, err)
+				}
+				if b.Replay() {
+					t.Fatalf("%s: a new transaction at %d is taken for a replay (map at %s)", where, lsn, m.LSN())
+				}
+				rec := txnRec{lsn: lsn, rows: rows, trunc: map[change.Table]bool{}}
+				try := model.clone()
+				for i := range rows {
+					prev, had, err := b.Row(&rows[i])
+					if err != nil {
+						t.Fatalf("%s: row %d: %v", where, i, err)
+					}
+					w, wok := try.apply(&rows[i])
+					if had != wok || (had && !sameVals(prev, w.join)) {
+						// Only the rerun of a transaction whose own truncate a
+						// crash left written may answer otherwise, before it.
+						later := false
+						for _, r2 := range rows[i:] {
+							later = later || (r2.Op == change.Truncate && r2.Table == rows[i].Table)
+						}
+						if attempt == 0 || !b.Uncertain() || !later {
+							t.Fatalf("%s: row %d (%v %s): old values %v (found %v), model %v (found %v)", where, i, rows[i].Op, rows[i].Table, prev, had, w.join, wok)
+						}
+						stats["uncertain"]++
+					}
+					rec.prevs, rec.found = append(rec.prevs, entry{join: w.join}), append(rec.found, wok)
+					if rows[i].Op == change.Truncate {
+						rec.trunc[rows[i].Table] = true
+					}
+					if i == cut && attempt == 0 {
+						break
+					}
+				}
+				if b.chunks > 0 {
+					stats["chunked"]++
+				}
+				if cut < 0 || attempt > 0 {
+					if err := b.Commit(); err != nil {
+						t.Fatalf("%s: %v", where, err)
+					}
+					model = try
+					log = append(log, rec)
+					after[lsn] = model.clone()
+					stats["txn"]++
+					break
+				}
+				// The crash, in the middle of the transaction: the map comes
+				// back at its last transaction's end, the chunks written of
+				// this one rolled back.
+				durable, before := uint64(m.DurableLSN()), uint64(m.LSN())
+				if rng.IntN(2) == 0 { // the chunks reached the disk
+					if err := m.db.LogData([]byte("x"), pebble.Sync); err != nil {
+						t.Fatal(err)
+					}
+				}
+				clone := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(101), RNG: rand.New(rand.NewPCG(seed, uint64(step)))})
+				b.Discard()
+				_ = m.Close()
+				fs = clone
+				if m, err = Open(dir, opts()); err != nil {
+					t.Fatalf("%s: open after a crash inside a transaction: %v", where, err)
+				}
+				got := uint64(m.LSN())
+				if m.rolledBack {
+					stats["rolled-back"]++
+				}
+				if len(m.lostClear) > 0 {
+					stats["lost-clear"]++
+				}
+				st, ok := after[got]
+				if got < durable || got > before || !ok {
+					t.Fatalf("%s: after a crash inside transaction %d the map is at %d (durable %d, last %d)", where, lsn, got, durable, before)
+				}
+				skip := map[change.Table]bool{}
+				for tid := range m.lostClear {
+					skip[m.specs[tid].Table] = true
+				}
+				checkStateExcept(t, m, st, skip, where+" after a crash inside a transaction")
+				resend(got, where+" resend")
+				stats["crash-in-txn"]++
+			}
 		case n < 70: // the slot replays from the confirmed position
 			start := -1
 			for i, r := range log {
@@ -393,7 +522,7 @@ func runModel(t *testing.T, seed uint64, steps int) {
 			if err := m.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if m, err = Open(dir, testOptions(fs)); err != nil {
+			if m, err = Open(dir, opts()); err != nil {
 				t.Fatalf("%s: reopen: %v", where, err)
 			}
 			if m.LSN() != lsn {
@@ -406,7 +535,7 @@ func runModel(t *testing.T, seed uint64, steps int) {
 			clone := fs.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: rng.IntN(101), RNG: rand.New(rand.NewPCG(seed, uint64(step)))})
 			_ = m.Close()
 			fs = clone
-			if m, err = Open(dir, testOptions(fs)); err != nil {
+			if m, err = Open(dir, opts()); err != nil {
 				t.Fatalf("%s: open after a crash: %v", where, err)
 			}
 			got := uint64(m.LSN())
@@ -420,21 +549,24 @@ func runModel(t *testing.T, seed uint64, steps int) {
 			if !ok {
 				t.Fatalf("%s: after a crash the map is at %d, no transaction's end", where, got)
 			}
-			checkState(t, m, st, where+" after a crash")
-			// The transactions past the map's LSN never happened for it; the
-			// generator goes on from its state (the slot would resend them).
-			for len(log) > 0 && log[len(log)-1].lsn > got {
-				log = log[:len(log)-1]
+			skip := map[change.Table]bool{}
+			for tid := range m.lostClear {
+				skip[m.specs[tid].Table] = true
 			}
-			model = st.clone()
-			g.cur, g.lsn = st.clone(), got
+			checkStateExcept(t, m, st, skip, fmt.Sprintf("%s after a crash (at %d, durable was %d, rolled back %v, lost %v)", where, got, durable, m.rolledBack, m.lostClear))
+			resend(got, where+" resend")
+			checkState(t, m, model, where+" after the resend")
 			stats["crash"]++
 		default:
 			checkState(t, m, model, where)
 		}
 	}
 	checkState(t, m, model, "the end")
-	for _, k := range []string{"txn", "replay", "prune", "reopen", "crash"} {
+	want := []string{"txn", "replay", "prune", "reopen", "crash", "crash-in-txn"}
+	if seed%2 == 1 {
+		want = append(want, "chunked", "rolled-back")
+	}
+	for _, k := range want {
 		if stats[k] == 0 && steps >= 150 {
 			t.Fatalf("the random run never did a %s: %v", k, stats)
 		}
