@@ -39,6 +39,11 @@ type Batch struct {
 	chunks int
 	cut    map[uint32]bool
 
+	// A replay keeps its own writes in over up to the chunk size, then
+	// spills them to scratch keys in the store, removed when it ends.
+	overBytes int
+	spilled   bool
+
 	uncertain bool
 	done      bool
 }
@@ -84,6 +89,18 @@ func (b *Batch) Uncertain() bool { return b.uncertain }
 func (b *Batch) read(tid uint32, ek []byte, key []change.Value) ([]byte, bool, error) {
 	if o, ok := b.over[string(ek)]; ok {
 		return o.val, o.present, nil
+	}
+	if b.spilled {
+		v, err := b.m.get(scratchKey(ek))
+		if err != nil || v != nil {
+			if err == nil && len(v) == 0 {
+				err = errDecode
+			}
+			if err != nil {
+				return nil, false, err
+			}
+			return v[1:], v[0] == 1, nil
+		}
 	}
 	if b.cleared[tid] {
 		return nil, false, nil
@@ -215,7 +232,34 @@ func (b *Batch) writeRead(tid uint32, ek []byte, key []change.Value, prev []byte
 		}
 	}
 	b.over[string(ek)] = overlay{val: val, present: present}
+	if b.replay {
+		b.overBytes += len(ek) + len(val) + 64
+		return b.maybeSpill()
+	}
 	return b.maybeFlush()
+}
+
+// maybeSpill moves a replay's own writes to scratch keys once they pass the
+// chunk size, so that a replayed transaction's memory is bounded too.
+func (b *Batch) maybeSpill() error {
+	if b.overBytes < b.m.chunkBytes {
+		return nil
+	}
+	wb := b.m.db.NewBatch()
+	defer wb.Close()
+	for k, o := range b.over {
+		v := []byte{0}
+		if o.present {
+			v = append([]byte{1}, o.val...)
+		}
+		_ = wb.Set(scratchKey([]byte(k)), v, nil)
+	}
+	if err := wb.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("spill a replay of %s: %w", pglogrepl.LSN(b.lsn), err)
+	}
+	clear(b.over)
+	b.overBytes, b.spilled = 0, true
+	return nil
 }
 
 // maybeFlush writes the transaction's changes so far as a chunk once they
@@ -333,6 +377,9 @@ func (b *Batch) Clear(t change.Table) error {
 		}
 	}
 	if b.replay {
+		if b.spilled {
+			return b.m.clearScratch(scratchKey(lo), scratchKey(hi))
+		}
 		return nil
 	}
 	_ = b.b.DeleteRange(lo, hi, nil)
@@ -468,10 +515,10 @@ func (b *Batch) Commit() error {
 	if err := b.check(); err != nil {
 		return err
 	}
-	defer b.finish()
 	if b.replay {
-		return nil
+		return b.finish()
 	}
+	defer b.finish()
 	m := b.m
 	if len(b.journal) > 0 {
 		_ = b.b.Set(journalChunkKey(b.lsn, b.chunks), b.journal, nil)
@@ -507,19 +554,24 @@ func (b *Batch) Commit() error {
 // Discard drops the batch without applying it.
 func (b *Batch) Discard() {
 	if !b.done {
-		b.finish()
+		_ = b.finish() // scratch keys left by an error are removed by the next Open
 	}
 }
 
-func (b *Batch) finish() {
+func (b *Batch) finish() error {
 	b.done = true
 	if b.b != nil {
 		_ = b.b.Close()
 		b.b = nil
 	}
+	var err error
+	if b.spilled {
+		err = b.m.clearScratch([]byte{pScratch}, []byte{pScratch + 1})
+	}
 	b.m.mu.Lock()
 	b.m.open = false
 	b.m.mu.Unlock()
+	return err
 }
 
 // Fill applies r like Row and then gives r the old values the map knew, as

@@ -14,6 +14,7 @@ import (
 //	't' tid(4) lsn(8)             → ""                    transaction lsn truncated table tid
 //	'j' lsn(8) chunk(4)           → keys                  the 'u' and 't' keys transaction lsn wrote (for Prune)
 //	'm' name                      → meta: format, fingerprint, lsn, durable lsn, counts
+//	's' tid(4) vals(key)          → flag(1) vals(join)    a large replay's own writes, spilled (gone after it)
 //
 // tid is the table's position in the sorted table specs (part of the
 // fingerprint, so it never changes under a map). Values are encoded one after
@@ -26,6 +27,7 @@ const (
 	pMeta    = 'm'
 	pTrunc   = 't'
 	pUndo    = 'u'
+	pScratch = 's'
 )
 
 var (
@@ -163,3 +165,6 @@ func sameVals(a, b []change.Value) bool {
 	}
 	return true
 }
+
+// scratchKey is where a replay spills its write of entry key ek.
+func scratchKey(ek []byte) []byte { return append([]byte{pScratch}, ek[1:]...) }

@@ -222,10 +222,37 @@ func Open(dir string, o Options) (*Map, error) {
 	for ; len(lost) >= 4; lost = lost[4:] {
 		m.lostClear[binary.BigEndian.Uint32(lost)] = true
 	}
+	if err := m.clearScratch([]byte{pScratch}, []byte{pScratch + 1}); err != nil {
+		return fail("cannot be cleaned (" + err.Error() + ")")
+	}
 	if err := m.rollbackPartial(); err != nil {
 		return fail("cannot be rolled back to its last transaction (" + err.Error() + ")")
 	}
 	return m, nil
+}
+
+// clearScratch removes the scratch keys in [lo, hi) (point deletions: a
+// range deletion in the memtable would slow every read).
+func (m *Map) clearScratch(lo, hi []byte) error {
+	it, err := m.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return fmt.Errorf("clear the key map's scratch: %w", err)
+	}
+	b := m.db.NewBatch()
+	defer b.Close()
+	for it.First(); it.Valid(); it.Next() {
+		_ = b.Delete(it.Key(), nil)
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("clear the key map's scratch: %w", err)
+	}
+	if b.Empty() {
+		return nil
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("clear the key map's scratch: %w", err)
+	}
+	return nil
 }
 
 // rollbackPartial undoes the chunks of a transaction that a crash cut

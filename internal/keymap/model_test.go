@@ -489,10 +489,21 @@ func runModel(t *testing.T, seed uint64, steps int) {
 					}
 					stats["uncertain"]++
 				}
+				if b.spilled {
+					stats["spilled"]++
+				}
 				if err := b.Commit(); err != nil {
 					t.Fatalf("%s: %v", where, err)
 				}
 			}
+			it, err := m.db.NewIter(&pebble.IterOptions{LowerBound: []byte{pScratch}, UpperBound: []byte{pScratch + 1}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if it.First() {
+				t.Fatalf("%s: a replay left scratch key %q", where, it.Key())
+			}
+			_ = it.Close()
 			checkState(t, m, model, where+" after a replay")
 			stats["replay"]++
 		case n < 78:
@@ -564,7 +575,7 @@ func runModel(t *testing.T, seed uint64, steps int) {
 	checkState(t, m, model, "the end")
 	want := []string{"txn", "replay", "prune", "reopen", "crash", "crash-in-txn"}
 	if seed%2 == 1 {
-		want = append(want, "chunked", "rolled-back")
+		want = append(want, "chunked", "rolled-back", "spilled")
 	}
 	for _, k := range want {
 		if stats[k] == 0 && steps >= 150 {
