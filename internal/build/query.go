@@ -42,6 +42,11 @@ func (k Key) String() string {
 	return string(b)
 }
 
+// ID identifies k in a map: its values joined with \x00, which cannot
+// appear in a Postgres text value, so distinct keys never share an ID. It is
+// the one key identity of build and its callers.
+func (k Key) ID() string { return strings.Join(k, "\x00") }
+
 // Doc is one built document. Its byte slices alias the driver's buffer:
 // they are valid only during the callback.
 //
@@ -59,6 +64,11 @@ type Doc struct {
 	ID     string // the key as one string (Key.String of the text form)
 	Values Key    // Build: the key exactly as passed in; Scan: the row's key in text form
 	Doc    []byte // the JSON document; nil when the root row is gone or no longer matches the root's where
+	// Input is, for Build, the position in its keys of the key this
+	// document was built for (the first, when a key was given twice); -1
+	// for Scan. Callers find what they know about the key by it, whatever
+	// spelling of the key the row has.
+	Input int
 }
 
 // maxPairs is how many name/value pairs go into one json_build_object call:
@@ -419,16 +429,16 @@ func (ix *Index) Build(ctx context.Context, q Querier, keys []Key, fn func(Doc) 
 		return nil
 	}
 	cols := make([][]string, len(ix.keyCols))
-	seen := make(map[string]bool, len(keys))
-	for _, k := range keys {
+	first := make(map[string]int, len(keys)) // Key.ID → its first position in keys
+	for pos, k := range keys {
 		if len(k) != len(ix.keyCols) {
 			return fmt.Errorf("index %s: key %v has %d values, the key %v has %d columns", ix.Name(), k, len(k), ix.keyCols, len(ix.keyCols))
 		}
-		id := strings.Join(k, "\x00")
-		if seen[id] {
+		id := k.ID()
+		if _, ok := first[id]; ok {
 			continue
 		}
-		seen[id] = true
+		first[id] = pos
 		for i, v := range k {
 			cols[i] = append(cols[i], v)
 		}
@@ -437,15 +447,16 @@ func (ix *Index) Build(ctx context.Context, q Querier, keys []Key, fn func(Doc) 
 	for i := range cols {
 		args[i] = cols[i]
 	}
-	if err := ix.runBuild(ctx, q, args, fn); err != nil {
+	if err := ix.runBuild(ctx, q, args, first, fn); err != nil {
 		return fmt.Errorf("index %s: build documents: %w", ix.Name(), err)
 	}
 	return nil
 }
 
 // runBuild reads Build's rows (inputs, looked-up key json and texts, row key
-// json and texts, doc) without copying the documents.
-func (ix *Index) runBuild(ctx context.Context, q Querier, args []any, fn func(Doc) error) error {
+// json and texts, doc) without copying the documents. first gives each
+// input key's position in Build's keys (Doc.Input).
+func (ix *Index) runBuild(ctx context.Context, q Querier, args []any, first map[string]int, fn func(Doc) error) error {
 	rows, err := q.Query(ctx, ix.docSQL, args...)
 	if err != nil {
 		return err
@@ -468,9 +479,13 @@ func (ix *Index) runBuild(ctx context.Context, q Querier, args []any, fn func(Do
 			input[i] = string(raw[i])
 			looked[i] = string(raw[nk+1+i])
 		}
+		at, ok := first[input.ID()]
+		if !ok {
+			return fmt.Errorf("document query returned key %v, which it was not given", input)
+		}
 		docRaw := raw[3*nk+2]
 		if docRaw == nil {
-			if err := fn(Doc{Key: raw[nk], ID: looked.String(), Values: input}); err != nil {
+			if err := fn(Doc{Key: raw[nk], ID: looked.String(), Values: input, Input: at}); err != nil {
 				return err
 			}
 			continue
@@ -484,11 +499,11 @@ func (ix *Index) runBuild(ctx context.Context, q Querier, args []any, fn func(Do
 		if !same {
 			// Looked up in a spelling the row does not have: no document
 			// may live under it.
-			respelt = append(respelt, Doc{Key: append([]byte(nil), raw[nk]...), ID: looked.String(), Values: input})
+			respelt = append(respelt, Doc{Key: append([]byte(nil), raw[nk]...), ID: looked.String(), Values: input, Input: at})
 		}
 		id := spelt.String()
 		upserted[id] = true
-		if err := fn(Doc{Key: raw[2*nk+1], ID: id, Values: input, Doc: docRaw}); err != nil {
+		if err := fn(Doc{Key: raw[2*nk+1], ID: id, Values: input, Doc: docRaw, Input: at}); err != nil {
 			return err
 		}
 	}
@@ -560,7 +575,7 @@ func (ix *Index) run(ctx context.Context, q Querier, sql string, args []any, fn 
 		for i := range vals {
 			vals[i] = string(raw[1+i])
 		}
-		d := Doc{Key: raw[0], ID: vals.String(), Values: vals, Doc: raw[nk+1]}
+		d := Doc{Key: raw[0], ID: vals.String(), Values: vals, Doc: raw[nk+1], Input: -1}
 		if err := fn(d); err != nil {
 			return nil, n, err
 		}

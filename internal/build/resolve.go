@@ -229,7 +229,7 @@ func (p *Plan) Resolve(ctx context.Context, q Querier, rows []change.Row) (*Affe
 				continue
 			}
 			for _, k := range part.keys {
-				if id := strings.Join(k, "\x00"); !seen[id] {
+				if id := k.ID(); !seen[id] {
 					seen[id] = true
 					aff.Keys[ix] = append(aff.Keys[ix], k)
 				}
@@ -263,7 +263,7 @@ func (p *Plan) resolveRows(ctx context.Context, q Querier, rows []change.Row) (*
 			s = map[string]bool{}
 			seen[ix] = s
 		}
-		id := strings.Join(k, "\x00")
+		id := k.ID()
 		if !s[id] {
 			s[id] = true
 			aff.Keys[ix] = append(aff.Keys[ix], k)
