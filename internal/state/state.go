@@ -6,7 +6,9 @@
 // a kill -9 at any moment leaves either the old record or the new one.
 //
 // Files are named after the slot, so several configs may share one folder:
-// <slot>.identity.json, <slot>.backfill.json, <slot>.publication.json.
+// <slot>.identity.json, <slot>.backfill.json, <slot>.publication.json. One
+// process at a time follows a slot from a folder: it holds an flock on
+// <slot>.lock (Store.Acquire), and a second is refused naming the first.
 package state
 
 import (
