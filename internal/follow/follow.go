@@ -3,24 +3,18 @@ package follow
 import (
 	"context"
 	"errors"
-	"fmt"
-	"os"
-	"runtime"
-	"sync/atomic"
+	"io"
 	"time"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/flusso-pg/flusso-pg/internal/build"
 	"github.com/flusso-pg/flusso-pg/internal/config"
+	"github.com/flusso-pg/flusso-pg/internal/fault"
 	"github.com/flusso-pg/flusso-pg/internal/metrics"
 	"github.com/flusso-pg/flusso-pg/internal/output"
-	"github.com/flusso-pg/flusso-pg/internal/pgsession"
-	"github.com/flusso-pg/flusso-pg/internal/provision"
-	"github.com/flusso-pg/flusso-pg/internal/snapshot"
 	"github.com/flusso-pg/flusso-pg/internal/state"
 	"github.com/flusso-pg/flusso-pg/internal/wal"
 )
@@ -39,12 +33,16 @@ type Options struct {
 // the work in hand was abandoned, nothing more confirmed (exit code 1).
 var ErrStopTimeout = errors.New("the graceful stop did not finish within the stop timeout: the unconfirmed transactions are delivered again on restart")
 
-// Follower is the daemon: capture → resolve → build → write → confirm.
+// Follower is the daemon. Its stages, each in the file named for it:
+// open (open.go: pool, plan, provision, output, slot), backfill
+// (backfill.go), then stream (stream.go): capture → resolve (resolve.go) →
+// build (build.go) → write (emitter.go) → confirm (confirm.go).
 type Follower struct {
 	cfg     *config.Config
 	opts    Options
 	log     *zap.Logger
 	metrics *metrics.Metrics
+	health  *fault.Health // every stage's outages and waits, capture's too
 
 	pool      *pgxpool.Pool
 	plan      *build.Plan
@@ -52,12 +50,8 @@ type Follower struct {
 	out       *output.Writer
 	store     *state.Store
 	confirmer *confirmer
+	em        *emitter
 	batch     int
-
-	// reused buffers of the writing goroutine
-	buf, ordered, held []byte
-	lines              []line
-	maxLine            pglogrepl.LSN
 }
 
 // New prepares a follower; Run does the work.
@@ -65,310 +59,92 @@ func New(cfg *config.Config, opts Options, log *zap.Logger) *Follower {
 	if opts.StopTimeout == 0 {
 		opts.StopTimeout = 10 * time.Second
 	}
-	return &Follower{cfg: cfg, opts: opts, log: log, metrics: metrics.New(), batch: cfg.Capture.BatchSize}
+	f := &Follower{cfg: cfg, opts: opts, log: log, metrics: metrics.New(), health: fault.NewHealth(log), batch: cfg.Capture.BatchSize}
+	f.metrics.WatchHealth(f.health)
+	return f
 }
-
-// Metrics returns the follower's metrics (for tests).
-func (f *Follower) Metrics() *metrics.Metrics { return f.metrics }
 
 // Run backfills on first start, then streams until ctx is cancelled (a clean
 // stop: the transactions in hand are finished, flushed and confirmed, and Run
-// returns nil) or a fatal error.
+// returns nil) or a permanent error. Transient errors (fault.Classify) never
+// end it: the unit of work in hand runs again after a backoff.
 func (f *Follower) Run(ctx context.Context) (err error) {
-	openAckCh, err := openAck(f.opts.AckFD, f.opts.AckFile)
+	acks, err := openAck(f.opts.AckFD, f.opts.AckFile)
 	if err != nil {
 		return err
 	}
-	// Work continues for a bounded time after a stop signal, to finish the
-	// transaction in hand; stop tells the loop to take no new one.
-	stop := ctx.Done()
-	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelWork()
-	var expired atomic.Bool
-	defer func() {
-		if err == nil && expired.Load() {
-			err = ErrStopTimeout
-		}
-	}()
-	go func() {
-		select {
-		case <-stop:
-			f.log.Info("stopping: finishing the transaction in hand, then flushing and confirming", zap.Duration("stop_timeout", f.opts.StopTimeout))
-			t := time.NewTimer(f.opts.StopTimeout)
-			defer t.Stop()
-			select {
-			case <-t.C:
-				f.log.Warn("graceful stop took too long: stopping now; the unconfirmed transactions will be delivered again on restart")
-				expired.Store(true)
-				cancelWork()
-			case <-work.Done():
-			}
-		case <-work.Done():
-		}
-	}()
-
-	// One connection per backfill worker, one to plan with, one for the
-	// slot statistics.
-	workers := f.cfg.Backfill.Workers
-	if workers <= 0 {
-		workers = runtime.NumCPU()
-	}
-	f.pool, err = pgsession.OpenPool(work, f.cfg.Source.DSN, max(workers+2, 4))
-	if err != nil {
-		return err
-	}
-	defer f.pool.Close()
 	f.store = state.New(f.cfg.State.Dir, f.cfg.Source.Slot)
-
-	plan, problems, err := build.Compile(work, f.pool, f.cfg)
+	lock, err := f.store.Acquire()
 	if err != nil {
 		return err
 	}
-	if err := build.Problems(problems).Err(); err != nil {
-		return err
-	}
-	f.plan = plan
-	for _, ix := range plan.Indexes {
-		// Every series exists from the start, so rate() alerts see a 0.
-		for _, op := range []string{output.OpUpsert, output.OpDelete} {
-			f.metrics.Documents.WithLabelValues(ix.Name(), op)
-		}
-	}
+	defer lock.Release()
 
-	if _, err := provision.Ensure(work, pgsession.ReadWrite(f.pool), f.cfg, f.plan, f.store, f.log); err != nil {
-		return err
-	}
-
-	f.out, err = output.Open(f.cfg.Output.Path)
-	if err != nil {
-		return err
-	}
-	if n := f.out.Trimmed(); n > 0 {
-		f.log.Warn("cut the partial last line an earlier run left in the output (it was never confirmed)", zap.String("file", f.out.Name()), zap.Int64("bytes", n))
-	}
-	defer func() {
-		if cerr := f.out.Close(); err == nil && cerr != nil && !errors.Is(cerr, output.ErrReaderGone) {
-			err = cerr
-		}
-	}()
-
-	f.capture = wal.New(wal.Config{
-		DSN:            f.cfg.Source.DSN,
-		Slot:           f.cfg.Source.Slot,
-		Publication:    f.cfg.Source.Publication,
-		Tables:         f.plan.CaptureColumns(),
-		OldColumns:     f.plan.OldTupleColumns(),
-		MemoryBudget:   f.cfg.Capture.MemoryBudget,
-		TempDir:        f.cfg.Capture.SpillDir,
-		StatusInterval: f.cfg.Capture.StatusInterval,
-		Coalesce:       coalesce(f.cfg.Capture.Coalesce),
-		Store:          f.store,
-		Resync:         f.opts.Resync,
-	}, f.log)
-	defer f.capture.Close()
-	f.metrics.WatchCapture(f.capture)
-	start, err := f.capture.Open(work)
-	if err != nil {
-		return err
-	}
-	f.confirmer = newConfirmer(openAckCh != nil, func(lsn pglogrepl.LSN) {
-		f.capture.Confirm(lsn)
-		f.metrics.ConfirmedLSN.Set(float64(lsn))
-	})
-
-	g, gctx := errgroup.WithContext(work)
-	if f.opts.Listen != "" {
-		serve, err := f.metrics.Serve(gctx, f.opts.Listen, f.log)
-		if err != nil {
-			return fmt.Errorf("--listen %s: %w", f.opts.Listen, err)
-		}
-		g.Go(serve)
-	}
-
-	// Backfill first: every index from the slot's exported snapshot on first
-	// run, or resumed from its checkpoints. The stream is read only after it,
-	// so no stream line can be overtaken by an older backfill line.
-	bf := snapshot.New(snapshot.Config{
-		Workers:   f.cfg.Backfill.Workers,
-		BatchSize: f.cfg.Backfill.BatchSize,
-		Fresh:     start.Created,
-		Progress:  os.Stderr,
-		Acks:      openAckCh != nil,
-		// Backfill lines count as documents written, as stream lines do.
-		OnLines: func(index string, n int) { f.metrics.Documents.WithLabelValues(index, output.OpUpsert).Add(float64(n)) },
-		OnProgress: func(index string, done, estimate int64) {
-			f.metrics.BackfillRows.WithLabelValues(index).Set(float64(done))
-			f.metrics.BackfillEstimate.WithLabelValues(index).Set(float64(estimate))
-		},
-	}, f.plan, f.pool, f.out, f.store, f.log)
-	if openAckCh != nil {
-		// Read acknowledgements from the start: the reader may open its end
-		// of a FIFO before it reads a line, and the backfill's progress
-		// follows its acknowledgements too.
-		g.Go(func() error { return readAcks(gctx, openAckCh, f.confirmer.ack, bf.Ack, f.log) })
-	}
-	snap := snapshot.Snapshot{}
-	if start.Created {
-		snap = snapshot.Snapshot{Name: start.SnapshotName, LSN: start.ConsistentPoint}
-	}
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			f.capture.ReleaseSnapshot()
-		}
-	}
-	// A stop signal interrupts the backfill at once: its checkpoints are
-	// saved after each flush, and the next start resumes from them.
-	bctx, cancelBackfill := context.WithCancel(gctx)
-	go func() {
-		select {
-		case <-stop:
-			cancelBackfill()
-		case <-bctx.Done():
-		}
-	}()
-	err = bf.Run(bctx, snap, release)
-	cancelBackfill()
-	release()
-	if err != nil {
-		cancelWork()
-		gerr := g.Wait()
-		if isClosed(stop) {
-			f.log.Info("stopped during the backfill; the next start resumes it from its checkpoints")
-			return nil
-		}
-		if gerr != nil && !errors.Is(gerr, context.Canceled) {
-			return gerr // the ack channel failed: the backfill stopped for it
-		}
-		return fmt.Errorf("backfill: %w", err)
-	}
-
-	// Capture hands out transactions in batches (those read together), so
-	// a few batches keep it well ahead; memory stays bounded by the batches'
-	// size (see wal.Capture.Run).
-	txns := make(chan []*wal.Txn, 4)
-	captureCtx, stopCapture := context.WithCancel(gctx)
-	defer stopCapture()
-	g.Go(func() error { return f.capture.Run(captureCtx, txns) })
+	s := newStopper(ctx, f.opts.StopTimeout, f.log)
+	defer s.abandon()
+	g, gctx := errgroup.WithContext(s.work)
+	g.Go(s.timer)
 	g.Go(func() error {
-		defer cancelWork() // the loop ended: stop the other goroutines
-		err := f.loop(gctx, stop, txns)
-		if err == nil && openAckCh != nil && f.confirmer.waiting() > 0 {
-			f.waitAcks(gctx)
-		}
-		stopCapture() // capture sends its final status update as it stops
-		return err
+		defer s.abandon() // the pipeline ended: end the timer and the server
+		return f.pipeline(gctx, g, s, acks)
 	})
-	g.Go(func() error { return f.watchSlot(gctx, 5*time.Second) })
-	f.metrics.SetReady(true)
-	f.log.Info("streaming", zap.String("slot", f.cfg.Source.Slot), zap.Int("indexes", len(f.plan.Indexes)))
 	err = g.Wait()
-	drain(txns)
 	if err != nil && !errors.Is(err, context.Canceled) {
 		f.metrics.SetFailed(config.Redact(err.Error(), config.Secrets(f.cfg.Source.DSN))) // /healthz quotes no password
 		return err
 	}
-	if isClosed(stop) && !expired.Load() {
+	if s.expired.Load() {
+		return ErrStopTimeout
+	}
+	if s.stopped() {
 		f.log.Info("stopped cleanly: everything written is flushed and confirmed")
 	}
 	return nil
 }
 
-// loop takes committed transactions in commit order, coalescing those that
-// are already waiting (flusso-pg is behind), and writes their documents.
-func (f *Follower) loop(ctx context.Context, stop <-chan struct{}, txns <-chan []*wal.Txn) error {
-	spill := max(f.batch*20, 10000)
-	for {
-		var held []*wal.Txn
-		select {
-		case <-stop:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		case held = <-txns:
-		}
-		started := time.Now()
-		// Take what is already waiting (flusso-pg is behind), never wait for more.
-		rows := 0
-		for _, t := range held {
-			rows += t.Rows
-		}
-	gather:
-		for rows < spill {
-			select {
-			case more := <-txns:
-				held = append(held, more...)
-				for _, t := range more {
-					rows += t.Rows
-				}
-			default:
-				break gather
-			}
-		}
-		err := f.process(ctx, held, spill, started)
-		release(held)
-		if err != nil {
-			return err
-		}
-	}
-}
-
-// process resolves, builds, writes and flushes one group of transactions.
-func (f *Follower) process(ctx context.Context, txns []*wal.Txn, spill int, started time.Time) error {
-	if err := f.waitVisible(ctx, txns); err != nil {
+// pipeline runs the stages in order: open → backfill → stream.
+func (f *Follower) pipeline(ctx context.Context, g *errgroup.Group, s *stopper, acks func(context.Context) (io.ReadCloser, error)) (err error) {
+	if err := f.serve(ctx, g); err != nil {
 		return err
 	}
-	g := newGroup()
-	for _, txn := range txns {
-		if err := f.collect(ctx, g, txn, spill); err != nil {
-			return err
+	// Start and backfill stop at once on a signal: nothing is confirmed
+	// yet, and the backfill resumes from its checkpoints.
+	now, interrupt := s.interruptible(ctx)
+	g.Go(interrupt)
+	start, err := f.open(now)
+	defer f.close(&err)
+	if err != nil {
+		if s.stopped() {
+			return nil
 		}
+		return err
 	}
-	return f.finish(ctx, g, started)
-}
-
-// coalesce maps the config's coalesce (0 is off) to wal.Config's (0 is
-// the default, negative is off).
-func coalesce(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
+	bf := f.newBackfill(start)
+	if acks != nil {
+		// Read acknowledgements from the start: the reader may open its end
+		// of a FIFO before it reads a line, and the backfill's progress
+		// follows its acknowledgements too.
+		g.Go(func() error { return readAcks(ctx, acks, f.confirmer.ack, bf.Ack, f.log) })
 	}
-	return d
-}
-
-// drain releases what capture handed out and nobody took (spill files).
-func drain(txns chan []*wal.Txn) {
-	for {
-		select {
-		case b := <-txns:
-			release(b)
-		default:
-			return
+	if err := f.backfill(now, bf, start); err != nil {
+		if s.stopped() {
+			f.log.Info("stopped during the backfill; the next start resumes it from its checkpoints")
+			return nil
 		}
+		return err
 	}
+	return f.stream(ctx, s.stop)
 }
 
-func release(txns []*wal.Txn) {
-	for _, t := range txns {
-		t.Release()
+// serve starts the health and metrics server (--listen) under g.
+func (f *Follower) serve(ctx context.Context, g *errgroup.Group) error {
+	if f.opts.Listen == "" {
+		return nil
 	}
-}
-
-// waitAcks gives the reader a moment to acknowledge what it has read before
-// a graceful stop.
-func (f *Follower) waitAcks(ctx context.Context) {
-	deadline := time.Now().Add(f.opts.StopTimeout / 2)
-	for f.confirmer.waiting() > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
-		time.Sleep(20 * time.Millisecond)
+	serve, err := f.metrics.Serve(ctx, f.opts.Listen, f.log)
+	if err != nil {
+		return errors.New("--listen " + f.opts.Listen + ": " + err.Error())
 	}
-}
-
-func isClosed(c <-chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
+	g.Go(serve)
+	return nil
 }

@@ -1,7 +1,8 @@
 // Package metrics holds flusso-pg's Prometheus metrics and the small HTTP
 // server a sidecar exposes with --listen: /healthz (the process is alive and
-// not failed), /readyz (the backfill is done and the stream is flowing) and
-// /metrics (Prometheus text format).
+// not failed: it stays ok while a transient fault is retried), /readyz (the
+// backfill is done and the stream is flowing: 503 with the reason while a
+// stage is degraded or waiting) and /metrics (Prometheus text format).
 package metrics
 
 import (
@@ -16,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+
+	"github.com/flusso-pg/flusso-pg/internal/fault"
 )
 
 // Metrics is the set of metrics one flusso-pg process exports.
@@ -31,9 +34,12 @@ type Metrics struct {
 	Transactions     prometheus.Counter
 	BackfillRows     *prometheus.GaugeVec // index
 	BackfillEstimate *prometheus.GaugeVec // index
+	Degraded         prometheus.Gauge
+	Retries          *prometheus.CounterVec // stage, class
 
 	ready  atomic.Bool
 	failed atomic.Pointer[string]
+	health atomic.Pointer[fault.Health]
 }
 
 // New registers every metric in a fresh registry.
@@ -60,14 +66,20 @@ func New() *Metrics {
 			Help: "Documents written by the backfill so far, by index."}, []string{"index"}),
 		BackfillEstimate: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "flusso_backfill_rows_estimate",
 			Help: "Estimated root rows of the backfill (pg_class.reltuples), by index."}, []string{"index"}),
+		Degraded: prometheus.NewGauge(prometheus.GaugeOpts{Name: "flusso_degraded",
+			Help: "1 while a stage is failing and being retried (or waiting, as a standby for the slot), 0 otherwise; /readyz says why."}),
+		Retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flusso_retries_total",
+			Help: "Units of work run again after a transient error, by stage (capture, start, build, rebuild, backfill, slot_stats) and class (transient, auth)."},
+			[]string{"stage", "class"}),
 	}
 	r.MustRegister(m.ConfirmedLSN, m.LagBytes, m.LagSeconds, m.RetainedWALBytes, m.Documents, m.BuildSeconds,
-		m.Transactions, m.BackfillRows, m.BackfillEstimate,
+		m.Transactions, m.BackfillRows, m.BackfillEstimate, m.Degraded, m.Retries,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 // CaptureStats is what the capture counts (wal.Capture has these methods).
+// Every capture counter reaches the metrics this one way.
 type CaptureStats interface {
 	Reconnects() int64
 	Spills() int64
@@ -93,6 +105,20 @@ func (m *Metrics) WatchCapture(c CaptureStats) {
 	)
 }
 
+// WatchHealth makes h the source of flusso_degraded, flusso_retries_total
+// and /readyz's verdict. Call it before h is used.
+func (m *Metrics) WatchHealth(h *fault.Health) {
+	h.OnRetry = func(stage string, class fault.Class) { m.Retries.WithLabelValues(stage, class.String()).Inc() }
+	h.OnChange = func(degraded bool) {
+		if degraded {
+			m.Degraded.Set(1)
+		} else {
+			m.Degraded.Set(0)
+		}
+	}
+	m.health.Store(h)
+}
+
 // SetReady marks the process ready: backfill done, streaming.
 func (m *Metrics) SetReady(ready bool) { m.ready.Store(ready) }
 
@@ -110,6 +136,10 @@ func (m *Metrics) Handler() http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if degraded, why := m.health.Load().Degraded(); degraded {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
+			return
+		}
 		if !m.ready.Load() {
 			http.Error(w, "not ready: backfill running or stream not started", http.StatusServiceUnavailable)
 			return

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/flusso-pg/flusso-pg/internal/build"
+	"github.com/flusso-pg/flusso-pg/internal/fault"
 	"github.com/flusso-pg/flusso-pg/internal/output"
 	"github.com/flusso-pg/flusso-pg/internal/state"
 )
@@ -43,6 +44,16 @@ type Config struct {
 	// each batch's last line is marked "ack":true and the saved progress
 	// follows the acknowledgements passed to Ack (see checkpoint.go).
 	Acks bool
+	// Health, when set, records a worker's lost connection as an outage of
+	// the "backfill" stage while the worker retries its batch.
+	Health *fault.Health
+	// NewerSnapshotOK lets a worker whose connection died read on in a
+	// newer snapshot when the backfill's snapshot died with it (follow: the
+	// stream that follows replays every commit since the snapshot's LSN, so
+	// each document reaches its newest state). Without it (the one-shot
+	// backfill command) a lost snapshot is an error: the documents would not
+	// be one consistent image.
+	NewerSnapshotOK bool
 }
 
 // Snapshot is where a backfill reads from: a snapshot exported by another
@@ -121,6 +132,7 @@ func (b *Backfill) Run(ctx context.Context, snap Snapshot, imported func()) (err
 	if err != nil {
 		return err
 	}
+	b.cfg.Fresh = false // a second Run (after a failure) resumes this one
 	b.ckpt.acks = b.cfg.Acks
 	b.acked.Store(b.ckpt)
 	// Record the reconciliation (indexes dropped or started over) at once.
@@ -178,7 +190,7 @@ func (b *Backfill) Run(ctx context.Context, snap Snapshot, imported func()) (err
 		b.log.Warn("fewer workers than asked: the connection pool is smaller", zap.Int("workers", workers), zap.Int("max_conns", maxConns))
 		workers = maxConns
 	}
-	sessions, lsn, err := b.begin(ctx, snap, workers)
+	sessions, v, lsn, err := b.begin(ctx, snap, workers)
 	defer func() {
 		for _, s := range sessions {
 			s.end(ctx)
@@ -209,7 +221,7 @@ func (b *Backfill) Run(ctx context.Context, snap Snapshot, imported func()) (err
 	g, gctx := errgroup.WithContext(ctx)
 	ws, wctx := errgroup.WithContext(gctx)
 	for _, s := range sessions {
-		ws.Go(func() error { return b.work(wctx, s.tx, queue) })
+		ws.Go(func() error { return b.work(wctx, s, v, queue) })
 	}
 	stop := make(chan struct{})
 	g.Go(func() error {
@@ -277,50 +289,73 @@ func (b *Backfill) selected() ([]*build.Index, error) {
 }
 
 // work reads tasks until none is left, in the worker's snapshot transaction.
-// Only one batch's lines are held in memory.
-func (b *Backfill) work(ctx context.Context, tx pgx.Tx, queue <-chan task) error {
+func (b *Backfill) work(ctx context.Context, s *session, v view, queue <-chan task) error {
 	buf := make([]byte, 0, 256<<10)
 	for t := range queue {
-		name := t.ix.Name()
-		after := t.r.resumeAfter()
-		for {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			buf = buf[:0]
-			last, n, err := t.ix.Scan(ctx, tx, after, t.r.UpTo, b.cfg.BatchSize, func(d build.Doc) error {
-				if d.Doc == nil {
-					return nil // a scan only returns rows that match the root's where
+		// A transient error (the worker's connection died) reads the range
+		// on from its last written batch, on a new connection (reopen).
+		err := fault.Retry(ctx, b.cfg.Health, stage, func(ctx context.Context) error {
+			if s.tx == nil {
+				var err error
+				if v, err = b.reopen(ctx, s, v); err != nil {
+					return err
 				}
-				buf = output.AppendUpsert(buf, name, d.Key, d.ID, t.lsn, d.Doc)
-				return nil
-			})
-			if err != nil {
-				return err
 			}
-			// One batch is one Write: never split by another worker's lines.
-			done := n < b.cfg.BatchSize
-			finished, err := b.ckpt.wrote(b.w, buf, t.lsn, t.ip, t.r, last, int64(n), done)
-			if err != nil {
-				return err
+			var err error
+			buf, err = b.readRange(ctx, s.tx, t, buf)
+			if err != nil && fault.Classify(err) != fault.Permanent {
+				s.end(ctx)
 			}
-			if n > 0 && b.cfg.OnLines != nil {
-				b.cfg.OnLines(name, n)
-			}
-			t.bar.add(int64(n))
-			if done {
-				if finished {
-					t.bar.finish()
-				}
-				break
-			}
-			after = last
+			return err
+		})
+		if err != nil {
+			return err
 		}
 		if cap(buf) > 8<<20 {
 			buf = make([]byte, 0, 256<<10) // a batch of huge documents: give the memory back
 		}
 	}
 	return nil
+}
+
+// readRange reads t's range from where it got, in batches: only one batch's
+// lines are held in memory.
+func (b *Backfill) readRange(ctx context.Context, tx pgx.Tx, t task, buf []byte) ([]byte, error) {
+	name := t.ix.Name()
+	after := t.r.resumeAfter()
+	for {
+		if err := ctx.Err(); err != nil {
+			return buf, err
+		}
+		buf = buf[:0]
+		last, n, err := t.ix.Scan(ctx, tx, after, t.r.UpTo, b.cfg.BatchSize, func(d build.Doc) error {
+			if d.Doc == nil {
+				return nil // a scan only returns rows that match the root's where
+			}
+			buf = output.AppendUpsert(buf, name, d.Key, d.ID, t.lsn, d.Doc)
+			return nil
+		})
+		if err != nil {
+			return buf, err
+		}
+		// One batch is one Write: never split by another worker's lines.
+		done := n < b.cfg.BatchSize
+		finished, err := b.ckpt.wrote(b.w, buf, t.lsn, t.ip, t.r, last, int64(n), done)
+		if err != nil {
+			return buf, fault.MarkPermanent(err)
+		}
+		if n > 0 && b.cfg.OnLines != nil {
+			b.cfg.OnLines(name, n)
+		}
+		t.bar.add(int64(n))
+		if done {
+			if finished {
+				t.bar.finish()
+			}
+			return buf, nil
+		}
+		after = last
+	}
 }
 
 // checkpointLoop flushes the output and saves the progress every interval

@@ -1,0 +1,122 @@
+package follow
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"go.uber.org/zap"
+
+	"github.com/flusso-pg/flusso-pg/internal/build"
+	"github.com/flusso-pg/flusso-pg/internal/output"
+	"github.com/flusso-pg/flusso-pg/internal/pgsession"
+	"github.com/flusso-pg/flusso-pg/internal/provision"
+	"github.com/flusso-pg/flusso-pg/internal/wal"
+)
+
+// stageStart is the start's name in fault.Health: connecting, compiling the
+// plan, provisioning, opening the slot. A server that is not there yet (a
+// pod started with its database) is waited for like any outage.
+const stageStart = "start"
+
+// open connects the pool, compiles the plan, provisions the publication,
+// opens the output and the slot. What it opened is closed by close, also
+// when it fails.
+func (f *Follower) open(ctx context.Context) (*wal.Start, error) {
+	err := f.retry(ctx, stageStart, func(ctx context.Context) error {
+		if f.pool == nil {
+			// One connection per backfill worker, one to plan with, one
+			// for the slot statistics.
+			workers := f.cfg.Backfill.Workers
+			if workers <= 0 {
+				workers = runtime.NumCPU()
+			}
+			pool, err := pgsession.OpenPool(ctx, f.cfg.Source.DSN, max(workers+2, 4))
+			if err != nil {
+				return err
+			}
+			f.pool = pool
+		}
+		plan, problems, err := build.Compile(ctx, f.pool, f.cfg)
+		if err != nil {
+			return err
+		}
+		if err := build.Problems(problems).Err(); err != nil {
+			return err
+		}
+		f.plan = plan
+		for _, ix := range plan.Indexes {
+			// Every series exists from the start, so rate() alerts see a 0.
+			for _, op := range []string{output.OpUpsert, output.OpDelete} {
+				f.metrics.Documents.WithLabelValues(ix.Name(), op)
+			}
+		}
+		_, err = provision.Ensure(ctx, pgsession.ReadWrite(f.pool), f.cfg, f.plan, f.store, f.log)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if f.out, err = output.Open(f.cfg.Output.Path); err != nil {
+		return nil, err
+	}
+	if n := f.out.Trimmed(); n > 0 {
+		f.log.Warn("cut the partial last line an earlier run left in the output (it was never confirmed)", zap.String("file", f.out.Name()), zap.Int64("bytes", n))
+	}
+	f.em = newEmitter(f.out, f.opts.AckFD > 0 || f.opts.AckFile != "")
+	f.capture = wal.New(wal.Config{
+		DSN:            f.cfg.Source.DSN,
+		Slot:           f.cfg.Source.Slot,
+		Publication:    f.cfg.Source.Publication,
+		Tables:         f.plan.CaptureColumns(),
+		OldColumns:     f.plan.OldTupleColumns(),
+		MemoryBudget:   f.cfg.Capture.MemoryBudget,
+		TempDir:        f.cfg.Capture.SpillDir,
+		StatusInterval: f.cfg.Capture.StatusInterval,
+		Coalesce:       coalesce(f.cfg.Capture.Coalesce),
+		Store:          f.store,
+		Resync:         f.opts.Resync,
+		Health:         f.health,
+	}, f.log)
+	f.metrics.WatchCapture(f.capture)
+	var start *wal.Start
+	err = f.retry(ctx, stageStart, func(ctx context.Context) (err error) {
+		start, err = f.capture.Open(ctx)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	f.confirmer = newConfirmer(f.em.acks, func(lsn pglogrepl.LSN) {
+		f.capture.Confirm(lsn)
+		f.metrics.ConfirmedLSN.Set(float64(lsn))
+	})
+	return start, nil
+}
+
+// close closes what open opened, in reverse; an output error that is not
+// the reader's leaving becomes Run's error when it has none.
+func (f *Follower) close(err *error) {
+	if f.capture != nil {
+		f.capture.Close()
+	}
+	if f.out != nil {
+		if cerr := f.out.Close(); *err == nil && cerr != nil && !errors.Is(cerr, output.ErrReaderGone) {
+			*err = cerr
+		}
+	}
+	if f.pool != nil {
+		f.pool.Close()
+	}
+}
+
+// coalesce maps the config's coalesce (0 is off) to wal.Config's (0 is
+// the default, negative is off).
+func coalesce(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}

@@ -1,0 +1,160 @@
+package follow
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/flusso-pg/flusso-pg/internal/wal"
+)
+
+// stageBuild is the name in fault.Health of the work on a group of
+// transactions: visibility wait, resolve, build, write.
+const stageBuild = "build"
+
+// stream runs the pipeline until stop (or a permanent error): capture hands
+// committed transactions to loop, which writes their documents and confirms
+// them; the reader's acks and the slot statistics run beside it.
+func (f *Follower) stream(ctx context.Context, stop <-chan struct{}) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	// Capture hands out transactions in batches (those read together), so
+	// a few batches keep it well ahead; memory stays bounded by the batches'
+	// size (see wal.Capture.Run).
+	txns := make(chan []*wal.Txn, 4)
+	defer drain(txns)
+	captureCtx, stopCapture := context.WithCancel(gctx)
+	defer stopCapture()
+	g.Go(func() error { return f.capture.Run(captureCtx, txns) })
+	g.Go(func() error {
+		defer cancel() // the loop ended: stop the other goroutines
+		err := f.loop(gctx, stop, txns)
+		if err == nil && f.em.acks && f.confirmer.waiting() > 0 {
+			f.waitAcks(gctx)
+		}
+		stopCapture() // capture sends its final status update as it stops
+		return err
+	})
+	g.Go(func() error { return f.watchSlot(gctx, 5*time.Second) })
+	f.metrics.SetReady(true)
+	f.log.Info("streaming", zap.String("slot", f.cfg.Source.Slot), zap.Int("indexes", len(f.plan.Indexes)))
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// loop takes committed transactions in commit order, coalescing those that
+// are already waiting (flusso-pg is behind), and writes their documents.
+func (f *Follower) loop(ctx context.Context, stop <-chan struct{}, txns <-chan []*wal.Txn) error {
+	spill := max(f.batch*20, 10000)
+	for {
+		var held []*wal.Txn
+		select {
+		case <-stop:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case held = <-txns:
+		}
+		started := time.Now()
+		// Take what is already waiting (flusso-pg is behind), never wait for more.
+		rows := 0
+		for _, t := range held {
+			rows += t.Rows
+		}
+	gather:
+		for rows < spill {
+			select {
+			case more := <-txns:
+				held = append(held, more...)
+				for _, t := range more {
+					rows += t.Rows
+				}
+			default:
+				break gather
+			}
+		}
+		err := f.process(ctx, held, spill, started)
+		release(held)
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// process waits until the group's transactions are visible, resolves their
+// changes to root keys, builds and writes the documents, flushes them and
+// hands the group to the confirmer. A transient error runs all of it again
+// (after a backoff, on fresh connections): lines already written for part of
+// the group are written again, which the fold absorbs; nothing is confirmed
+// before the whole group is flushed.
+func (f *Follower) process(ctx context.Context, txns []*wal.Txn, spill int, started time.Time) error {
+	return f.retry(ctx, stageBuild, func(ctx context.Context) error {
+		f.em.reset()
+		if err := f.waitVisible(ctx, txns); err != nil {
+			return err
+		}
+		g := newGroup()
+		for _, txn := range txns {
+			if err := f.collect(ctx, g, txn, spill); err != nil {
+				return err
+			}
+		}
+		return f.finish(ctx, g, started)
+	})
+}
+
+// finish writes what the group still holds, flushes the output and hands the
+// group to the confirmer.
+func (f *Follower) finish(ctx context.Context, g *group, started time.Time) error {
+	if err := f.emit(ctx, g); err != nil {
+		return err
+	}
+	need, err := f.em.flush()
+	if err != nil {
+		return err
+	}
+	f.metrics.Transactions.Add(float64(g.txns))
+	f.metrics.BuildSeconds.Observe(time.Since(started).Seconds())
+	if ce := f.log.Check(zap.DebugLevel, "group written"); ce != nil {
+		ce.Write(zap.Int("transactions", g.txns), zap.Stringer("end", g.last.EndLSN),
+			zap.Duration("took", time.Since(started)), zap.Duration("waited", started.Sub(g.last.CommitTime)))
+	}
+	if !g.last.CommitTime.IsZero() {
+		f.metrics.LagSeconds.Set(time.Since(g.last.CommitTime).Seconds())
+	}
+	f.confirmer.flushed(need, g.last.EndLSN)
+	return nil
+}
+
+// drain releases what capture handed out and nobody took (spill files).
+func drain(txns chan []*wal.Txn) {
+	for {
+		select {
+		case b := <-txns:
+			release(b)
+		default:
+			return
+		}
+	}
+}
+
+func release(txns []*wal.Txn) {
+	for _, t := range txns {
+		t.Release()
+	}
+}
+
+// waitAcks gives the reader a moment to acknowledge what it has read before
+// a graceful stop.
+func (f *Follower) waitAcks(ctx context.Context) {
+	deadline := time.Now().Add(f.opts.StopTimeout / 2)
+	for f.confirmer.waiting() > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
