@@ -58,5 +58,6 @@ func (f *Follower) newBackfill(start *wal.Start) *snapshot.Backfill {
 		},
 		Health:          f.health,
 		NewerSnapshotOK: true,
+		Rebuild:         true,
 	}, f.plan, f.pool, f.out, f.store, f.log)
 }

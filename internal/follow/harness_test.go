@@ -141,7 +141,9 @@ func (p *proc) stop(t *testing.T, sig syscall.Signal, within time.Duration) int 
 }
 
 // fold reads the NDJSON output and folds it: the last line per key wins,
-// delete removes, truncate empties the index.
+// delete removes, truncate empties the index, rebuild_done removes what was
+// not upserted since the index's last rebuild_start. (Keys are ids: the
+// tests' configs have one index.)
 func fold(t *testing.T, path string) map[string]any {
 	t.Helper()
 	f, err := os.Open(path)
@@ -150,6 +152,7 @@ func fold(t *testing.T, path string) map[string]any {
 	}
 	defer f.Close()
 	docs := map[string]any{}
+	rebuilt := map[string]map[string]bool{} // index → ids upserted since its rebuild_start
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	n := 0
@@ -172,10 +175,27 @@ func fold(t *testing.T, path string) map[string]any {
 		switch l.Op {
 		case "upsert":
 			docs[l.ID] = decode(t, l.Doc)
+			if r := rebuilt[l.Index]; r != nil {
+				r[l.ID] = true
+			}
 		case "delete":
 			delete(docs, l.ID)
 		case "truncate":
 			docs = map[string]any{}
+		case "rebuild_start":
+			rebuilt[l.Index] = map[string]bool{}
+		case "rebuild_done":
+			r := rebuilt[l.Index]
+			if r == nil {
+				t.Fatalf("line %d: rebuild_done of %s without a rebuild_start", n, l.Index)
+			}
+			for id := range docs {
+				if !r[id] {
+					delete(docs, id)
+				}
+			}
+			// The set stays: a rebuild_done written again after a kill
+			// (before its index was recorded done) drops the same.
 		default:
 			t.Fatalf("line %d: op %q", n, l.Op)
 		}

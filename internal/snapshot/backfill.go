@@ -47,6 +47,10 @@ type Config struct {
 	// Health, when set, records a worker's lost connection as an outage of
 	// the "backfill" stage while the worker retries its batch.
 	Health *fault.Health
+	// Rebuild brackets each index's backfill with rebuild_start and
+	// rebuild_done lines (follow: at rebuild_done the reader drops what the
+	// backfill did not write); a resumed backfill continues its rebuild.
+	Rebuild bool
 	// NewerSnapshotOK lets a worker whose connection died read on in a
 	// newer snapshot when the backfill's snapshot died with it (follow: the
 	// stream that follows replays every commit since the snapshot's LSN, so
@@ -179,6 +183,9 @@ func (b *Backfill) Run(ctx context.Context, snap Snapshot, imported func()) (err
 			// Every range was done but the index was not marked: mark it now.
 			b.ckpt.finishIndex(ip)
 			bar.finish()
+			if err := b.rebuildDone(ix, ip); err != nil {
+				return err
+			}
 		}
 	}
 
@@ -206,6 +213,12 @@ func (b *Backfill) Run(ctx context.Context, snap Snapshot, imported func()) (err
 	for _, ix := range todo {
 		ip := b.ckpt.index(ix)
 		lsns[ip] = b.ckpt.started(ip, lsn)
+		if ip.Done {
+			continue
+		}
+		if err := b.rebuildStart(ix, ip); err != nil {
+			return err
+		}
 	}
 	for i := range tasks {
 		tasks[i].lsn = lsns[tasks[i].ip]
@@ -351,6 +364,7 @@ func (b *Backfill) readRange(ctx context.Context, tx pgx.Tx, t task, buf []byte)
 		if done {
 			if finished {
 				t.bar.finish()
+				return buf, b.rebuildDone(t.ix, t.ip)
 			}
 			return buf, nil
 		}

@@ -37,6 +37,9 @@ type indexProgress struct {
 	StartedAt   time.Time     `json:"started_at,omitzero"`
 	FinishedAt  time.Time     `json:"finished_at,omitzero"`
 	Ranges      []*keyRange   `json:"ranges,omitempty"` // dropped once done
+	// RebuildStarted records that the index's rebuild_start line is written
+	// (rebuild.go): a resume continues the rebuild without a second one.
+	RebuildStarted bool `json:"rebuild_started,omitempty"`
 }
 
 // keyRange is a slice of an index's root keys: key > After (nil: from the
