@@ -12,10 +12,8 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/flusso-pg/flusso-pg/internal/build"
 	"github.com/flusso-pg/flusso-pg/internal/fault"
@@ -128,67 +126,14 @@ func (b *Backfill) Run(ctx context.Context, snap Snapshot, imported func()) (err
 	}
 	defer release()
 
-	indexes, err := b.selected()
+	todo, err := b.load()
+	if err != nil || len(todo) == 0 {
+		return err
+	}
+	tasks, err := b.planTasks(ctx, todo)
 	if err != nil {
 		return err
 	}
-	b.ckpt, err = loadCheckpoints(b.store, b.cfg.Fresh, b.plan, b.log)
-	if err != nil {
-		return err
-	}
-	b.cfg.Fresh = false // a second Run (after a failure) resumes this one
-	b.ckpt.acks = b.cfg.Acks
-	b.acked.Store(b.ckpt)
-	// Record the reconciliation (indexes dropped or started over) at once.
-	if err := b.ckpt.save(b.ckpt.pending()); err != nil {
-		return err
-	}
-	var todo []*build.Index
-	for _, ix := range indexes {
-		if ip := b.ckpt.index(ix); ip.Done {
-			b.log.Info("index already backfilled", zap.String("index", ix.Name()), zap.Int64("documents", ip.Rows))
-		} else {
-			todo = append(todo, ix)
-		}
-	}
-	if len(todo) == 0 {
-		return nil
-	}
-
-	// Cut every index into key ranges first (a resume reuses the recorded
-	// ones). The boundaries are only split points: reading them outside the
-	// snapshot cannot make a document wrong, only ranges a little uneven.
-	b.prog = newProgress(b.cfg.Progress, b.cfg.OnProgress, b.log)
-	var tasks []task
-	for _, ix := range todo {
-		ip := b.ckpt.index(ix)
-		estimate, err := estimateRows(ctx, b.pool, ix)
-		if err != nil {
-			return err
-		}
-		if ip.Ranges == nil {
-			ip.Ranges, err = planRanges(ctx, b.pool, ix, estimate, int64(rangeCount(estimate, b.cfg.Workers, b.cfg.BatchSize)), exactLimit)
-			if err != nil {
-				return err
-			}
-			b.log.Debug("key ranges planned", zap.String("index", ix.Name()), zap.Int("ranges", len(ip.Ranges)), zap.Int64("estimate", estimate))
-		}
-		bar := b.prog.add(ix.Name(), estimate, ip.Rows)
-		for _, r := range ip.Ranges {
-			if !r.Done {
-				tasks = append(tasks, task{ix: ix, ip: ip, r: r, bar: bar})
-			}
-		}
-		if !slices.ContainsFunc(ip.Ranges, func(r *keyRange) bool { return !r.Done }) {
-			// Every range was done but the index was not marked: mark it now.
-			b.ckpt.finishIndex(ip)
-			bar.finish()
-			if err := b.rebuildDone(ix, ip); err != nil {
-				return err
-			}
-		}
-	}
-
 	if len(tasks) == 0 {
 		return b.ckpt.save(b.ckpt.pending())
 	}
@@ -209,6 +154,97 @@ func (b *Backfill) Run(ctx context.Context, snap Snapshot, imported func()) (err
 	}
 	b.log.Info("backfill started", zap.Int("indexes", len(todo)), zap.Int("ranges", len(tasks)),
 		zap.Int("workers", workers), zap.Stringer("lsn", lsn), zap.Bool("exported_by_slot", snap.Name != ""))
+	if err := b.begun(todo, tasks, lsn); err != nil {
+		return err
+	}
+	started := time.Now()
+	if err := b.read(ctx, sessions, v, tasks); err != nil {
+		return err
+	}
+	b.ckpt.finish()
+	if err := b.ckpt.saveAcked(); err != nil {
+		return err
+	}
+	var total int64
+	for _, ix := range todo {
+		total += b.ckpt.index(ix).Rows
+	}
+	elapsed := time.Since(started)
+	b.log.Info("backfill done", zap.Int64("documents", total), zap.Duration("elapsed", elapsed.Round(time.Millisecond)),
+		zap.Int64("docs_per_s", int64(float64(total)/max(elapsed.Seconds(), 1e-3))), zap.Stringer("lsn", lsn))
+	return nil
+}
+
+// load reads and reconciles the checkpoints, and returns the selected
+// indexes not yet done.
+func (b *Backfill) load() ([]*build.Index, error) {
+	indexes, err := b.selected()
+	if err != nil {
+		return nil, err
+	}
+	b.ckpt, err = loadCheckpoints(b.store, b.cfg.Fresh, b.plan, b.log)
+	if err != nil {
+		return nil, err
+	}
+	b.cfg.Fresh = false // a second Run (after a failure) resumes this one
+	b.ckpt.acks = b.cfg.Acks
+	b.acked.Store(b.ckpt)
+	// Record the reconciliation (indexes dropped or started over) at once.
+	if err := b.ckpt.save(b.ckpt.pending()); err != nil {
+		return nil, err
+	}
+	var todo []*build.Index
+	for _, ix := range indexes {
+		if ip := b.ckpt.index(ix); ip.Done {
+			b.log.Info("index already backfilled", zap.String("index", ix.Name()), zap.Int64("documents", ip.Rows))
+		} else {
+			todo = append(todo, ix)
+		}
+	}
+	return todo, nil
+}
+
+// planTasks cuts every index into key ranges (a resume reuses the recorded
+// ones) and returns those left to read. The boundaries are only split
+// points: reading them outside the snapshot cannot make a document wrong,
+// only ranges a little uneven.
+func (b *Backfill) planTasks(ctx context.Context, todo []*build.Index) ([]task, error) {
+	b.prog = newProgress(b.cfg.Progress, b.cfg.OnProgress, b.log)
+	var tasks []task
+	for _, ix := range todo {
+		ip := b.ckpt.index(ix)
+		estimate, err := estimateRows(ctx, b.pool, ix)
+		if err != nil {
+			return nil, err
+		}
+		if ip.Ranges == nil {
+			ip.Ranges, err = planRanges(ctx, b.pool, ix, estimate, int64(rangeCount(estimate, b.cfg.Workers, b.cfg.BatchSize)), exactLimit)
+			if err != nil {
+				return nil, err
+			}
+			b.log.Debug("key ranges planned", zap.String("index", ix.Name()), zap.Int("ranges", len(ip.Ranges)), zap.Int64("estimate", estimate))
+		}
+		bar := b.prog.add(ix.Name(), estimate, ip.Rows)
+		for _, r := range ip.Ranges {
+			if !r.Done {
+				tasks = append(tasks, task{ix: ix, ip: ip, r: r, bar: bar})
+			}
+		}
+		if !slices.ContainsFunc(ip.Ranges, func(r *keyRange) bool { return !r.Done }) {
+			// Every range was done but the index was not marked: mark it now.
+			b.ckpt.finishIndex(ip)
+			bar.finish()
+			if err := b.rebuildDone(ix, ip); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return tasks, nil
+}
+
+// begun notes the snapshot position each index's lines carry (a resumed
+// index keeps its own) and writes the rebuild_start of those beginning.
+func (b *Backfill) begun(todo []*build.Index, tasks []task, lsn pglogrepl.LSN) error {
 	lsns := map[*indexProgress]pglogrepl.LSN{}
 	for _, ix := range todo {
 		ip := b.ckpt.index(ix)
@@ -223,54 +259,6 @@ func (b *Backfill) Run(ctx context.Context, snap Snapshot, imported func()) (err
 	for i := range tasks {
 		tasks[i].lsn = lsns[tasks[i].ip]
 	}
-
-	queue := make(chan task, len(tasks))
-	for _, t := range tasks {
-		queue <- t
-	}
-	close(queue)
-
-	started := time.Now()
-	g, gctx := errgroup.WithContext(ctx)
-	ws, wctx := errgroup.WithContext(gctx)
-	for _, s := range sessions {
-		ws.Go(func() error { return b.work(wctx, s, v, queue) })
-	}
-	stop := make(chan struct{})
-	g.Go(func() error {
-		defer close(stop)
-		return ws.Wait()
-	})
-	g.Go(func() error { return b.checkpointLoop(gctx, stop) })
-	g.Go(func() error {
-		b.prog.run(gctx, stop)
-		return nil
-	})
-	err = g.Wait()
-
-	// Whatever happened, save the progress of the lines written so far: they
-	// are flushed first, so a resume never skips a line that was not written.
-	if serr := b.checkpoint(); serr != nil && err == nil {
-		err = serr
-	}
-	b.prog.final()
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return err
-	}
-	b.ckpt.finish()
-	if err := b.ckpt.saveAcked(); err != nil {
-		return err
-	}
-	var total int64
-	for _, ix := range todo {
-		total += b.ckpt.index(ix).Rows
-	}
-	elapsed := time.Since(started)
-	b.log.Info("backfill done", zap.Int64("documents", total), zap.Duration("elapsed", elapsed.Round(time.Millisecond)),
-		zap.Int64("docs_per_s", int64(float64(total)/max(elapsed.Seconds(), 1e-3))), zap.Stringer("lsn", lsn))
 	return nil
 }
 
@@ -301,77 +289,6 @@ func (b *Backfill) selected() ([]*build.Index, error) {
 	return out, nil
 }
 
-// work reads tasks until none is left, in the worker's snapshot transaction.
-func (b *Backfill) work(ctx context.Context, s *session, v view, queue <-chan task) error {
-	buf := make([]byte, 0, 256<<10)
-	for t := range queue {
-		// A transient error (the worker's connection died) reads the range
-		// on from its last written batch, on a new connection (reopen).
-		err := fault.Retry(ctx, b.cfg.Health, stage, func(ctx context.Context) error {
-			if s.tx == nil {
-				var err error
-				if v, err = b.reopen(ctx, s, v); err != nil {
-					return err
-				}
-			}
-			var err error
-			buf, err = b.readRange(ctx, s.tx, t, buf)
-			if err != nil && fault.Classify(err) != fault.Permanent {
-				s.end(ctx)
-			}
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		if cap(buf) > 8<<20 {
-			buf = make([]byte, 0, 256<<10) // a batch of huge documents: give the memory back
-		}
-	}
-	return nil
-}
-
-// readRange reads t's range from where it got, in batches: only one batch's
-// lines are held in memory.
-func (b *Backfill) readRange(ctx context.Context, tx pgx.Tx, t task, buf []byte) ([]byte, error) {
-	name := t.ix.Name()
-	after := t.r.resumeAfter()
-	for {
-		if err := ctx.Err(); err != nil {
-			return buf, err
-		}
-		buf = buf[:0]
-		last, n, err := t.ix.Scan(ctx, tx, after, t.r.UpTo, b.cfg.BatchSize, func(d build.Doc) error {
-			if d.Doc == nil {
-				return nil // a scan only returns rows that match the root's where
-			}
-			buf = output.AppendUpsert(buf, name, d.Key, d.ID, t.lsn, d.Doc)
-			return nil
-		})
-		if err != nil {
-			return buf, err
-		}
-		// One batch is one Write: never split by another worker's lines.
-		done := n < b.cfg.BatchSize
-		finished, err := b.ckpt.wrote(b.w, buf, t.lsn, t.ip, t.r, last, int64(n), done)
-		if err != nil {
-			return buf, fault.MarkPermanent(err)
-		}
-		if n > 0 && b.cfg.OnLines != nil {
-			b.cfg.OnLines(name, n)
-		}
-		t.bar.add(int64(n))
-		if done {
-			if finished {
-				t.bar.finish()
-				return buf, b.rebuildDone(t.ix, t.ip)
-			}
-			return buf, nil
-		}
-		after = last
-	}
-}
-
 // checkpointLoop flushes the output and saves the progress every interval
 // until stop is closed or ctx ends.
 func (b *Backfill) checkpointLoop(ctx context.Context, stop <-chan struct{}) error {
@@ -391,6 +308,6 @@ func (b *Backfill) checkpointLoop(ctx context.Context, stop <-chan struct{}) err
 	}
 }
 
-// checkpoint makes every written line durable, then records how far each
-// range got. Positions noted before the Sync are covered by it.
+// checkpoint makes every written line durable (in ack mode: hands it to the
+// reader), then records how far each range got (checkpoint.go).
 func (b *Backfill) checkpoint() error { return b.ckpt.checkpoint(b.w) }
