@@ -431,22 +431,22 @@ func (r *resolver) fillMissing(ctx context.Context, q Querier, tuples [][]change
 		if err := rows.Scan(ptrs...); err != nil {
 			return nil, err
 		}
-		var id []string
+		var id Key
 		for _, v := range vals[:r.nkey] {
 			id = append(id, *v)
 		}
-		current[strings.Join(id, "\x00")] = vals[r.nkey:]
+		current[id.ID()] = vals[r.nkey:]
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	for _, i := range need {
 		tu := tuples[i]
-		var id []string
+		var id Key
 		for _, v := range tu[:r.nkey] {
 			id = append(id, v.Text)
 		}
-		cur, ok := current[strings.Join(id, "\x00")]
+		cur, ok := current[id.ID()]
 		if !ok {
 			continue
 		}
