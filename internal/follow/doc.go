@@ -22,4 +22,19 @@
 //
 // A stop signal lets the group in hand finish, flush and be confirmed within
 // a bounded time; the capture then sends its final status update.
+//
+// Faults: every unit of work — the start, a group of transactions, a page of
+// a truncate rebuild, a backfill batch, the replication session — runs
+// through fault.Retry: a transient error (a server restart, a terminated
+// backend) runs it again after a backoff, on fresh connections, for as long
+// as the server is away; a permanent one stops follow with its cause. One
+// fault.Health records every stage's outages, for the log (once per
+// episode), /readyz and the metrics. A group run again writes its lines
+// again (at-least-once); nothing is confirmed before the whole group is
+// flushed.
+//
+// The files follow the stages: follow.go (Run), stop.go (the two-phase
+// stop), open.go, backfill.go, stream.go (the loop over groups), resolve.go,
+// group.go, build.go, emitter.go (the lines), confirm.go, ack.go, visible.go,
+// slotstats.go, retry.go.
 package follow
