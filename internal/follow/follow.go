@@ -3,6 +3,7 @@ package follow
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -143,7 +144,7 @@ func (f *Follower) serve(ctx context.Context, g *errgroup.Group) error {
 	}
 	serve, err := f.metrics.Serve(ctx, f.opts.Listen, f.log)
 	if err != nil {
-		return errors.New("--listen " + f.opts.Listen + ": " + err.Error())
+		return fmt.Errorf("--listen %s: %w", f.opts.Listen, err)
 	}
 	g.Go(serve)
 	return nil
