@@ -395,3 +395,52 @@ func TestFollowChaos(t *testing.T) {
 		t.Fatalf("exit code %d after SIGTERM, want 0", code)
 	}
 }
+
+// A follow started while the server is down waits for it (the start is a
+// stage like any other: /readyz says why, /healthz is ok), then backfills
+// and streams; and a SIGTERM while the server is down stops it at once
+// with exit 0 when no work is in hand.
+func TestFollowWaitsForTheServerAtStartAndStopsWhileItIsDown(t *testing.T) {
+	db := blog(t, 5, 30, 60)
+	dir := t.TempDir()
+	cfg := writeConfig(t, db, dir, "")
+	out := filepath.Join(dir, "out.ndjson")
+	addr := "127.0.0.1:" + freePort(t)
+	db.Cluster.Stop()
+	p := start(t, out, "follow", "--config", cfg, "--listen", addr)
+	waitFor(t, 30*time.Second, func() bool { return strings.Contains(fetchOr(addr+"/readyz"), "start: failing") })
+	if code := get(addr + "/healthz"); code != 200 {
+		t.Fatalf("/healthz = %d while waiting for the server at start, want 200", code)
+	}
+	time.Sleep(2 * time.Second)
+	mustRun(t, p, "while the server was down at start")
+	if err := db.Cluster.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, db)
+	waitFold(t, db, out, 60*time.Second)
+	waitFor(t, 30*time.Second, func() bool { return get(addr+"/readyz") == 200 })
+
+	db.Cluster.Stop()
+	waitFor(t, 30*time.Second, func() bool { return get(addr+"/readyz") == 503 })
+	began := time.Now()
+	if code := p.stop(t, syscall.SIGTERM, 8*time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM with the server down and nothing in hand, want 0\n%s", code, tailString(p.stderr.String(), 3000))
+	}
+	t.Logf("stopped in %s with the server down", time.Since(began).Round(time.Millisecond))
+	if err := db.Cluster.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, db)
+}
+
+// fetchOr is fetch without failing: "" when nothing answers.
+func fetchOr(url string) string {
+	resp, err := http.Get("http://" + url)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}

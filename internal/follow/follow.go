@@ -134,7 +134,12 @@ func (f *Follower) pipeline(ctx context.Context, g *errgroup.Group, s *stopper, 
 		}
 		return err
 	}
-	return f.stream(ctx, s.stop)
+	err = f.stream(ctx, s.stop)
+	if err != nil && s.expired.Load() && fault.Classify(err) != fault.Permanent {
+		// The stop timer abandoned a unit of work that was being retried.
+		return fmt.Errorf("%w (%w)", ErrStopTimeout, err)
+	}
+	return err
 }
 
 // serve starts the health and metrics server (--listen) under g.
