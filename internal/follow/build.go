@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 
+	"go.uber.org/zap"
+
 	"github.com/flusso-pg/flusso-pg/internal/build"
 	"github.com/flusso-pg/flusso-pg/internal/output"
 )
@@ -103,7 +105,15 @@ func (f *Follower) writeEvent(ctx context.Context, e event) error {
 		f.metrics.Documents.WithLabelValues(name, output.OpTruncate).Inc()
 		return f.em.end()
 	}
-	f.log.Info("a table the index reads was truncated: writing every document again")
+	// The scan is a rebuild (SPEC): bracketed by rebuild_start and
+	// rebuild_done, so a reader drops whatever the scan did not write. A
+	// group run again after a fault starts the rebuild again.
+	f.log.Info("a table the index reads was truncated: writing every document again", zap.String("index", name))
+	f.em.begin()
+	f.em.rebuildStart(name, e.lsn)
+	if err := f.em.end(); err != nil {
+		return err
+	}
 	var after build.Key
 	for {
 		// One page is the unit of work: a connection lost in the middle
@@ -126,7 +136,9 @@ func (f *Follower) writeEvent(ctx context.Context, e event) error {
 			return err
 		}
 		if n < f.batch {
-			return nil
+			f.em.begin()
+			f.em.rebuildDone(name, e.lsn)
+			return f.em.end()
 		}
 		after = last
 	}

@@ -72,6 +72,20 @@ func (e *emitter) truncate(index string, lsn pglogrepl.LSN) {
 	e.add(start, lsn)
 }
 
+// rebuildStart adds a rebuild_start line to the chunk.
+func (e *emitter) rebuildStart(index string, lsn pglogrepl.LSN) {
+	start := len(e.buf)
+	e.buf = output.AppendRebuildStart(e.buf, index, lsn)
+	e.add(start, lsn)
+}
+
+// rebuildDone adds a rebuild_done line to the chunk.
+func (e *emitter) rebuildDone(index string, lsn pglogrepl.LSN) {
+	start := len(e.buf)
+	e.buf = output.AppendRebuildDone(e.buf, index, lsn)
+	e.add(start, lsn)
+}
+
 // end writes the chunk's lines in LSN order, but for the last one, which
 // is held back until more lines come or the group ends.
 func (e *emitter) end() error {

@@ -86,6 +86,10 @@ func run(t *testing.T, e *emitter, steps []step) {
 					e.delete("posts", key, o.id, o.lsn)
 				case "truncate":
 					e.truncate("posts", o.lsn)
+				case "rebuild_start":
+					e.rebuildStart("posts", o.lsn)
+				case "rebuild_done":
+					e.rebuildDone("posts", o.lsn)
 				}
 			}
 			if err := e.end(); err != nil {
@@ -115,6 +119,13 @@ func TestEmitterGolden(t *testing.T) {
 			{chunk: []op{{"truncate", "", 0x300}}},
 			chunk(up("4", 0x300), del("5", 0x300)),
 			flushed(0x300)}},
+		{"rebuild", true, []step{
+			chunk(up("1", 0x100)),
+			{chunk: []op{{"rebuild_start", "", 0x200}}},
+			chunk(up("1", 0x200), up("2", 0x200)),
+			chunk(up("3", 0x200)),
+			{chunk: []op{{"rebuild_done", "", 0x200}}},
+			flushed(0x200)}},
 		{"two-groups", true, []step{
 			chunk(up("1", 0x100)), flushed(0x100),
 			chunk(del("1", 0x200), up("2", 0x180)), flushed(0x200),

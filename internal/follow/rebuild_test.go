@@ -176,3 +176,36 @@ func TestFollowResumedBackfillContinuesItsRebuild(t *testing.T) {
 		t.Fatalf("a resumed backfill: rebuild lines %v, want one start and one done", got)
 	}
 }
+
+// A TRUNCATE of a table the index reads (not its root) rebuilds the index:
+// every document again, between a rebuild_start and a rebuild_done at the
+// truncate's LSN; the fold equals the database.
+func TestFollowTruncateOfAChildIsARebuild(t *testing.T) {
+	db := blog(t, 5, 40, 80)
+	dir := t.TempDir()
+	cfg := writeConfig(t, db, dir, "")
+	out := filepath.Join(dir, "out.ndjson")
+	p := start(t, out, "follow", "--config", cfg)
+	waitFold(t, db, out, 30*time.Second)
+	before := countLines(t, out)
+	db.Exec(t, "TRUNCATE post_tags")
+	waitFold(t, db, out, 30*time.Second)
+	waitFor(t, 30*time.Second, func() bool { return len(rebuildLines(t, out)) == 4 })
+	lines := readLines(t, out)[before:]
+	var ops []string
+	for _, l := range lines {
+		var v struct{ Op, LSN string }
+		json.Unmarshal([]byte(l), &v)
+		ops = append(ops, v.Op+"@"+v.LSN)
+	}
+	if len(ops) != 42 || !strings.HasPrefix(ops[0], "rebuild_start@") || !strings.HasPrefix(ops[41], "rebuild_done@") {
+		t.Fatalf("after TRUNCATE post_tags: %d lines %v, want rebuild_start, 40 upserts, rebuild_done", len(ops), ops)
+	}
+	lsn := strings.TrimPrefix(ops[0], "rebuild_start@")
+	for _, o := range ops {
+		if !strings.HasSuffix(o, "@"+lsn) {
+			t.Fatalf("line %s: every line of the rebuild carries the truncate's LSN %s", o, lsn)
+		}
+	}
+	p.stop(t, syscall.SIGTERM, 10*time.Second)
+}
