@@ -17,8 +17,10 @@ import (
 )
 
 // stageStart is the start's name in fault.Health: connecting, compiling the
-// plan, provisioning, opening the slot. A server that is not there yet (a
-// pod started with its database) is waited for like any outage.
+// plan, provisioning, opening the slot. The command checks the first
+// connection before Run (a server that cannot be reached at all is one
+// line naming the fix); a server lost after that is waited for like any
+// outage.
 const stageStart = "start"
 
 // open connects the pool, compiles the plan, provisions the publication,

@@ -1,6 +1,8 @@
 package snapshot
 
 import (
+	"github.com/jackc/pglogrepl"
+
 	"github.com/flusso-pg/flusso-pg/internal/build"
 	"github.com/flusso-pg/flusso-pg/internal/fault"
 	"github.com/flusso-pg/flusso-pg/internal/output"
@@ -40,9 +42,30 @@ func (b *Backfill) rebuildDone(ix *build.Index, ip *indexProgress) error {
 	if !b.cfg.Rebuild || !b.ckpt.rebuildStarted(ip) {
 		return nil
 	}
-	if err := b.w.Write(output.AppendRebuildDone(nil, ix.Name(), ip.LSN)); err != nil {
+	if err := b.ckpt.wroteLine(b.w, output.AppendRebuildDone(nil, ix.Name(), ip.LSN), ip.LSN); err != nil {
 		return fault.MarkPermanent(err)
 	}
+	return nil
+}
+
+// wroteLine writes one line that ends a part of the backfill. In ack mode it
+// is marked "ack":true and leaves a token, as a batch does (wrote): the
+// record that says the index is done is saved only once the reader has
+// acknowledged this line too, so a reader that dies between the last batch
+// and the rebuild_done gets both again.
+func (c *checkpoints) wroteLine(w *output.Writer, line []byte, lsn pglogrepl.LSN) error {
+	if !c.acks || c.store == nil {
+		return w.Write(line)
+	}
+	c.order.Lock()
+	defer c.order.Unlock()
+	if err := w.Write(output.AppendAckMark(line)); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tokens = append(c.tokens, token{lsn: lsn, rec: c.encodeLocked()})
+	c.maxLSN = max(c.maxLSN, lsn)
 	return nil
 }
 
