@@ -60,7 +60,10 @@ type pacedConn struct {
 	lowat bool            // raw is TCP on Linux: pause with SO_RCVLOWAT, not a sleep
 	pause time.Duration
 	on    atomic.Bool
-	hold  func() bool // while streaming: true when the reader holds transactions to hand out
+	// hold, while streaming: true when the reader holds transactions to
+	// hand out. Atomic: pgconn's background reader (started by a slow
+	// write) may be inside Read when the session ends and clears it.
+	hold  atomic.Pointer[func() bool]
 	stats *paceStats
 	now   func() time.Time    // time.Now; tests replace it
 	sleep func(time.Duration) // time.Sleep; tests replace it
@@ -134,7 +137,11 @@ func (c *pacedConn) streaming(on bool, hold func() bool) {
 	if !on || !c.canHold() {
 		hold = nil
 	}
-	c.hold = hold
+	if hold == nil {
+		c.hold.Store(nil)
+	} else {
+		c.hold.Store(&hold)
+	}
 	c.on.Store(on)
 }
 
@@ -198,7 +205,7 @@ func (c *pacedConn) Read(p []byte) (int, error) {
 	var n int
 	var err error
 	done := false
-	if c.hold != nil && c.hold() {
+	if hold := c.hold.Load(); hold != nil && (*hold)() {
 		// Transactions are waiting to be handed out: read only what is
 		// there. The pause, if any, comes after they are handed out.
 		if n, err = c.tryRead(p); err == errWouldBlock {

@@ -94,7 +94,7 @@ func (s *session) run(ctx context.Context, conn *pgconn.PgConn) (received bool, 
 	// The read deadline wakes the loop for status updates; cancelling ctx
 	// pulls it into the past (status.go). Only this goroutine reads and
 	// writes conn.
-	s.dl = deadline{nc: conn.Conn()}
+	s.dl.reset(conn.Conn())
 	stop := make(chan struct{})
 	s.watch.Go(func() {
 		select {

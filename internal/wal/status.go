@@ -144,6 +144,15 @@ type deadline struct {
 	at        time.Time // the deadline set
 }
 
+// reset points the deadline at a new session's connection. It locks like
+// the rest: a Confirm of the previous session may still be calling earlier
+// (kick) from the consumer's goroutine.
+func (d *deadline) reset(nc net.Conn) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.nc, d.cancelled, d.at = nc, false, time.Time{}
+}
+
 func (d *deadline) set(t time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
