@@ -208,7 +208,7 @@ func (p *Pair) WaitSlotSynced(t testing.TB, name string) {
 			return false, err
 		}
 		var ok bool
-		err := p.Standby.queryRow(ctx, `SELECT synced AND confirmed_flush_lsn >= $2::pg_lsn FROM pg_replication_slots WHERE slot_name = $1`, &ok, name, primary)
+		err := p.Standby.queryRow(ctx, `SELECT coalesce(synced AND confirmed_flush_lsn >= $2::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $1`, &ok, name, primary)
 		if err == pgx.ErrNoRows {
 			return false, nil
 		}
@@ -308,4 +308,36 @@ func BinDirFor(v int) string {
 		}
 	}
 	return dir
+}
+
+// PairBinDir chooses the server binaries for a test of a primary and
+// standby pair. When the run names a version (FLUSSO_PG_BIN or
+// FLUSSO_PG_VERSION, as `make test-matrix` does) it is that one, whatever it
+// is: such a test asserts what the version does, or the clear refusal where
+// it lacks the feature. Otherwise (the default run) the newest cached
+// version of prefer, so the feature itself is tested; else FindBinDir's
+// choice.
+func PairBinDir(t testing.TB, prefer ...int) string {
+	t.Helper()
+	if os.Getenv("FLUSSO_PG_BIN") == "" && os.Getenv("FLUSSO_PG_VERSION") == "" {
+		for i := len(prefer) - 1; i >= 0; i-- {
+			if dir := BinDirFor(prefer[i]); dir != "" {
+				return dir
+			}
+		}
+	}
+	dir, err := FindBinDir()
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	return dir
+}
+
+// MultiHostDSN is a connection string for database db listing the primary
+// first and the standby second, with target_session_attrs=primary: it
+// reaches whichever of the two is the primary, as a client of a failover
+// cluster is configured.
+func (p *Pair) MultiHostDSN(db string) string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d,127.0.0.1:%d/%s?sslmode=disable&target_session_attrs=primary&connect_timeout=5",
+		p.Primary.Port, p.Standby.Port, db)
 }
