@@ -164,9 +164,11 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 		Coalesce:       coalesce(f.cfg.Capture.Coalesce),
 		Store:          f.store,
 		Resync:         f.opts.Resync,
+		Failover:       f.cfg.Source.Failover,
 	}, f.log)
 	defer f.capture.Close()
 	f.metrics.WatchCapture(f.capture)
+	f.metrics.WatchFailover(f.capture)
 	start, err := f.capture.Open(work)
 	if err != nil {
 		return err
