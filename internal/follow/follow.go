@@ -165,6 +165,7 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 		Store:          f.store,
 		Resync:         f.opts.Resync,
 		Failover:       f.cfg.Source.Failover,
+		PrimaryDSN:     f.cfg.Source.PrimaryDSN,
 	}, f.log)
 	defer f.capture.Close()
 	f.metrics.WatchCapture(f.capture)

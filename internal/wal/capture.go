@@ -60,6 +60,9 @@ type Config struct {
 	Health *fault.Health
 	// Failover is source.failover: auto | on | off ("" is auto); see failover.go.
 	Failover string
+	// PrimaryDSN is source.primary_dsn: in standby mode, the primary, nudged
+	// while the slot is created on the standby (failover.go).
+	PrimaryDSN string
 	// OnFailover, when set, is called when the server is found on a new timeline.
 	OnFailover func(oldTimeline, timeline int32)
 }

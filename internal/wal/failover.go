@@ -196,3 +196,46 @@ type failoverState struct {
 	timeline  atomic.Int32
 	failovers atomic.Int64
 }
+
+// nudgePrimary helps a slot being created on a standby (standby mode): the
+// standby's decoding waits for the primary to log its running transactions
+// (the bgwriter does it every 15 s, and only while the primary writes), so
+// while CREATE_REPLICATION_SLOT runs, pg_log_standby_snapshot() is called on
+// cfg.PrimaryDSN every second. It returns the function that stops it. With
+// no PrimaryDSN, on a primary or before 16, it does nothing.
+func (c *Capture) nudgePrimary(ctx context.Context, conn *pgconn.PgConn, version int) func() {
+	if c.cfg.PrimaryDSN == "" || version < 16 {
+		return func() {}
+	}
+	if standby, err := inRecovery(ctx, conn); err != nil || !standby {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var pc *pgconn.PgConn
+		defer func() {
+			if pc != nil {
+				closeConn(pc)
+			}
+		}()
+		for {
+			if pc == nil {
+				pc, _ = pgconn.Connect(ctx, c.cfg.PrimaryDSN)
+			}
+			if pc != nil {
+				if _, err := simpleQuery(ctx, pc, "SELECT pg_catalog.pg_log_standby_snapshot()"); err != nil {
+					closeConn(pc)
+					pc = nil
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}

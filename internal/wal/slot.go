@@ -218,6 +218,7 @@ func (c *Capture) createSlot(ctx context.Context, conn *pgconn.PgConn, start *St
 	if err != nil {
 		return nil, err
 	}
+	defer c.nudgePrimary(ctx, conn, start.ServerVersion)()
 	res, err := pglogrepl.CreateReplicationSlot(ctx, conn, c.cfg.Slot, "pgoutput",
 		pglogrepl.CreateReplicationSlotOptions{SnapshotAction: action})
 	var pgErr *pgconn.PgError
