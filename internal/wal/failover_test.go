@@ -231,3 +231,20 @@ func TestCaptureFollowsPromotion(t *testing.T) {
 		t.Fatalf("identity timeline %d, capture on %d", id.Timeline, c.Timeline())
 	}
 }
+
+// On a reconnect, a slot confirmed past what we confirmed is refused: the
+// server would start from its position and skip the transactions between.
+func TestSlotAheadRefused(t *testing.T) {
+	c := New(Config{Slot: "s"}, nil)
+	c.wm.init(0x1000)
+	if err := c.notAhead(&slotInfo{confirmed: 0x1000}); err != nil {
+		t.Fatalf("slot at our position: %v", err)
+	}
+	if err := c.notAhead(&slotInfo{confirmed: 0x800}); err != nil {
+		t.Fatalf("slot behind us (a synced copy): %v", err)
+	}
+	err := c.notAhead(&slotInfo{confirmed: 0x2000})
+	if !errors.Is(err, ErrSlotAhead) || fault.Classify(err) != fault.Permanent || !strings.Contains(err.Error(), "0/2000") || !strings.Contains(err.Error(), "0/1000") {
+		t.Fatalf("slot ahead: %v, want ErrSlotAhead naming both positions", err)
+	}
+}
