@@ -138,9 +138,9 @@ func (c *Capture) followTimeline(known bool, id *state.Identity, sys pglogrepl.I
 		return nil
 	}
 	if id.Timeline == sys.Timeline || id.Timeline == 0 {
-		if slot != nil && reconnect {
-			return c.notAhead(slot)
-		}
+		// No failover. The slot may well be ahead of us: another instance
+		// with this state dir (a standby process waiting for the slot)
+		// streamed and confirmed meanwhile, which is no loss.
 		return nil
 	}
 	old := id.Timeline
@@ -171,10 +171,11 @@ func (c *Capture) followTimeline(known bool, id *state.Identity, sys pglogrepl.I
 	return nil
 }
 
-// notAhead checks, on a reconnect, that the slot's confirmed position is not
-// past ours: the server would start from its own and skip the transactions
-// in between (a synced slot moved by another consumer, or a different slot
-// of the same name).
+// notAhead checks, on a reconnect to a new timeline, that the slot's
+// confirmed position is not past ours: the server would start from its own
+// and skip the transactions in between. A synced copy is never ahead of the
+// old primary's slot, which is never ahead of what we confirmed; one that is
+// was moved by another consumer (or is another slot of the same name).
 func (c *Capture) notAhead(slot *slotInfo) error {
 	ours := c.wm.position()
 	if ours != 0 && slot.confirmed > ours {
