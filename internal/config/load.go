@@ -46,6 +46,8 @@ var scalarKeys = map[string]any{
 	"source.slot":             DefaultSlot,
 	"source.publication":      DefaultPublication,
 	"source.provision":        ProvisionAuto,
+	"source.failover":         FailoverAuto,
+	"source.primary_dsn":      "",
 	"output.path":             "-",
 	"state.dir":               DefaultStateDir,
 	"log.level":               "info",
@@ -277,6 +279,8 @@ func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string)
 		Slot:        v.GetString("source.slot"),
 		Publication: v.GetString("source.publication"),
 		Provision:   strings.ToLower(v.GetString("source.provision")),
+		Failover:    strings.ToLower(v.GetString("source.failover")),
+		PrimaryDSN:  strings.TrimSpace(v.GetString("source.primary_dsn")),
 	}
 	cfg.Output.Path = v.GetString("output.path")
 	// A relative state.dir written in the file (or the default) is relative to

@@ -29,7 +29,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		Source:   Source{Slot: DefaultSlot, Publication: DefaultPublication, Provision: ProvisionAuto},
+		Source:   Source{Slot: DefaultSlot, Publication: DefaultPublication, Provision: ProvisionAuto, Failover: FailoverAuto},
 		Output:   Output{Path: "-"},
 		State:    State{Dir: DefaultStateDir},
 		Log:      Log{Level: "info", Format: "console"},
@@ -70,7 +70,7 @@ capture:
 	}
 	cfg.Indexes = nil
 	want := Config{
-		Source:   Source{DSN: "postgres://flusso@db:5432/app", Slot: "flusso_app", Publication: "flusso_pub", Provision: ProvisionCheck},
+		Source:   Source{DSN: "postgres://flusso@db:5432/app", Slot: "flusso_app", Publication: "flusso_pub", Provision: ProvisionCheck, Failover: FailoverAuto},
 		Output:   Output{Path: "/var/lib/docs.ndjson"},
 		State:    State{Dir: "/var/lib/flusso-pg"},
 		Log:      Log{Level: "debug", Format: "json"},

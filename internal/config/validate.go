@@ -34,6 +34,11 @@ func (c *Config) validate(label func(path string) string) error {
 	default:
 		v.add("source.provision", "%q is not one of auto, check, off", c.Source.Provision)
 	}
+	switch c.Source.Failover {
+	case FailoverAuto, FailoverOn, FailoverOff, "":
+	default:
+		v.add("source.failover", "%q is not one of auto, on, off", c.Source.Failover)
+	}
 	if !slotName.MatchString(c.Source.Slot) {
 		v.add("source.slot", "%q is not a valid slot name: use 1 to 63 lower-case letters, digits and underscores", c.Source.Slot)
 	}

@@ -80,9 +80,12 @@ func (f *Follower) open(ctx context.Context) (*wal.Start, error) {
 		Coalesce:       coalesce(f.cfg.Capture.Coalesce),
 		Store:          f.store,
 		Resync:         f.opts.Resync,
+		Failover:       f.cfg.Source.Failover,
+		PrimaryDSN:     f.cfg.Source.PrimaryDSN,
 		Health:         f.health,
 	}, f.log)
 	f.metrics.WatchCapture(f.capture)
+	f.metrics.WatchFailover(f.capture)
 	var start *wal.Start
 	err = f.retry(ctx, stageStart, func(ctx context.Context) (err error) {
 		start, err = f.capture.Open(ctx)
