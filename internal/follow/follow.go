@@ -16,6 +16,7 @@ import (
 
 	"github.com/flusso-pg/flusso-pg/internal/build"
 	"github.com/flusso-pg/flusso-pg/internal/config"
+	"github.com/flusso-pg/flusso-pg/internal/jetstream"
 	"github.com/flusso-pg/flusso-pg/internal/metrics"
 	"github.com/flusso-pg/flusso-pg/internal/output"
 	"github.com/flusso-pg/flusso-pg/internal/pgsession"
@@ -49,7 +50,8 @@ type Follower struct {
 	pool      *pgxpool.Pool
 	plan      *build.Plan
 	capture   *wal.Capture
-	out       *output.Writer
+	out       sink
+	pub       *jetstream.Publisher // output.kind: jetstream (sink_jetstream.go)
 	store     *state.Store
 	confirmer *confirmer
 	batch     int
@@ -139,12 +141,9 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 		return err
 	}
 
-	f.out, err = output.Open(f.cfg.Output.Path)
+	f.out, err = f.openSink(work)
 	if err != nil {
 		return err
-	}
-	if n := f.out.Trimmed(); n > 0 {
-		f.log.Warn("cut the partial last line an earlier run left in the output (it was never confirmed)", zap.String("file", f.out.Name()), zap.Int64("bytes", n))
 	}
 	defer func() {
 		if cerr := f.out.Close(); err == nil && cerr != nil && !errors.Is(cerr, output.ErrReaderGone) {
@@ -171,7 +170,7 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	f.confirmer = newConfirmer(openAckCh != nil, func(lsn pglogrepl.LSN) {
+	f.confirmer = newConfirmer(openAckCh != nil || f.pub != nil, func(lsn pglogrepl.LSN) {
 		f.capture.Confirm(lsn)
 		f.metrics.ConfirmedLSN.Set(float64(lsn))
 	})
@@ -184,6 +183,7 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 		}
 		g.Go(serve)
 	}
+	f.startSink(g, gctx)
 
 	// Backfill first: every index from the slot's exported snapshot on first
 	// run, or resumed from its checkpoints. The stream is read only after it,
@@ -200,7 +200,7 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 			f.metrics.BackfillRows.WithLabelValues(index).Set(float64(done))
 			f.metrics.BackfillEstimate.WithLabelValues(index).Set(float64(estimate))
 		},
-	}, f.plan, f.pool, f.out, f.store, f.log)
+	}, f.plan, f.pool, f.backfillOut(work), f.store, f.log)
 	if openAckCh != nil {
 		// Read acknowledgements from the start: the reader may open its end
 		// of a FIFO before it reads a line, and the backfill's progress
@@ -254,7 +254,7 @@ func (f *Follower) Run(ctx context.Context) (err error) {
 	g.Go(func() error {
 		defer cancelWork() // the loop ended: stop the other goroutines
 		err := f.loop(gctx, stop, txns)
-		if err == nil && openAckCh != nil && f.confirmer.waiting() > 0 {
+		if err == nil && f.confirmer.acks && f.confirmer.waiting() > 0 {
 			f.waitAcks(gctx)
 		}
 		stopCapture() // capture sends its final status update as it stops

@@ -246,7 +246,7 @@ func (f *Follower) putLast() error {
 		return nil
 	}
 	line := f.held
-	if f.confirmer.acks {
+	if f.confirmer.acks && f.pub == nil {
 		// Every line ends with "}\n": add the field before the closing brace.
 		line = append(line[:len(line)-2], `,"ack":true}`+"\n"...)
 	}

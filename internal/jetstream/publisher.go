@@ -63,12 +63,15 @@ type Publisher struct {
 	tail       *entry   // the newest stored entry
 	watermark  pglogrepl.LSN
 	closed     bool
+	written    uint64 // entries ever queued
+	stored     uint64 // entries ever stored (popped): the first `stored` of them
 }
 
 type entry struct {
 	msg    *nats.Msg
 	lsn    pglogrepl.LSN
 	end    bool // the last line of a batch: its LSN is complete once stored
+	n      uint64 // 1 for the first entry ever queued
 	fut    jetstream.PubAckFuture
 	sent   time.Time
 	stored bool
@@ -267,7 +270,9 @@ func (p *Publisher) lastSeq(ctx context.Context) (uint64, error) {
 }
 
 // Write publishes whole NDJSON lines (each ending in a newline), blocking
-// while the window of unacknowledged messages is full. A line over the
+// while the window of unacknowledged messages is full. It is safe for
+// concurrent use (the backfill's workers); lines of concurrent calls may
+// interleave. A line over the
 // server's max_payload is a permanent error naming the index and document.
 func (p *Publisher) Write(lines []byte) error {
 	for len(lines) > 0 {
@@ -324,6 +329,8 @@ func (p *Publisher) publish(line []byte) error {
 	if len(p.queue) == 0 && p.tail != nil && p.tail.lsn < e.lsn {
 		p.advance(p.tail.lsn)
 	}
+	p.written++
+	e.n = p.written
 	p.queue = append(p.queue, e)
 	if !p.recovering {
 		p.send(e)
@@ -376,11 +383,15 @@ func (p *Publisher) Sync() error {
 }
 
 // Flush marks the end of a batch and waits until the stream has stored every
-// line written.
+// line written before the call (lines written meanwhile, by other writers,
+// are not waited for).
 func (p *Publisher) Flush(ctx context.Context) error {
 	if err := p.Sync(); err != nil {
 		return err
 	}
+	p.mu.Lock()
+	target := p.written
+	p.mu.Unlock()
 	stop := context.AfterFunc(ctx, func() {
 		p.mu.Lock()
 		p.cond.Broadcast()
@@ -389,10 +400,10 @@ func (p *Publisher) Flush(ctx context.Context) error {
 	defer stop()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for len(p.queue) > 0 && !p.closed && ctx.Err() == nil {
+	for p.stored < target && !p.closed && ctx.Err() == nil {
 		p.cond.Wait()
 	}
-	if len(p.queue) > 0 {
+	if p.stored < target {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -440,6 +451,7 @@ func (p *Publisher) popStored() {
 			p.advance(e.lsn)
 		}
 		p.tail = e
+		p.stored = e.n
 	}
 	if n > 0 {
 		clear(p.queue[:n])

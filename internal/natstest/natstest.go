@@ -223,12 +223,44 @@ func (s *Server) Kill(t testing.TB) {
 	<-done
 }
 
+// Running reports whether the server process is up (not killed).
+func (s *Server) Running() bool {
+	s.mu.Lock()
+	done := s.done
+	s.mu.Unlock()
+	if done == nil {
+		return false
+	}
+	select {
+	case <-done:
+		return false
+	default:
+		return true
+	}
+}
+
 // Restart starts a killed server again, on the same ports and store, and
 // waits until it is ready.
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	s.start(t)
 	s.WaitReady(t)
+}
+
+// RestartKilled starts every killed node of the cluster again, then waits
+// until each is ready (a node alone cannot be: it needs a quorum).
+func (c *Cluster) RestartKilled(t testing.TB) {
+	t.Helper()
+	var started []*Server
+	for _, s := range c.Servers {
+		if !s.Running() {
+			s.start(t)
+			started = append(started, s)
+		}
+	}
+	for _, s := range started {
+		s.WaitReady(t)
+	}
 }
 
 // Log returns the server's log so far.

@@ -1,0 +1,110 @@
+package follow
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/flusso-pg/flusso-pg/internal/config"
+	"github.com/flusso-pg/flusso-pg/internal/fault"
+	"github.com/flusso-pg/flusso-pg/internal/jetstream"
+	"github.com/flusso-pg/flusso-pg/internal/output"
+	"github.com/flusso-pg/flusso-pg/internal/snapshot"
+)
+
+// sink is where the lines go: the output.Writer (stdout or a file), or the
+// JetStream publisher (output.kind: jetstream). Write takes whole lines;
+// Sync ends a group: the Writer flushes (and fsyncs) it, the publisher marks
+// it and lets the broker's acknowledgements confirm it (the publisher's
+// watermark feeds the confirmer's ack path, as an --ack-fd reader does).
+type sink interface {
+	Write(lines []byte) error
+	Sync() error
+	Close() error
+}
+
+// openSink opens the output the config names.
+func (f *Follower) openSink(ctx context.Context) (sink, error) {
+	if f.cfg.Output.Kind != config.OutputJetStream {
+		w, err := output.Open(f.cfg.Output.Path)
+		if err != nil {
+			return nil, err
+		}
+		if n := w.Trimmed(); n > 0 {
+			f.log.Warn("cut the partial last line an earlier run left in the output (it was never confirmed)", zap.String("file", w.Name()), zap.Int64("bytes", n))
+		}
+		return w, nil
+	}
+	pending := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "flusso_jetstream_pending",
+		Help: "Messages published to JetStream and not yet acknowledged."}, func() float64 {
+		if f.pub == nil {
+			return 0
+		}
+		return float64(f.pub.Pending())
+	})
+	acks := prometheus.NewCounter(prometheus.CounterOpts{Name: "flusso_jetstream_acks_total",
+		Help: "Messages the JetStream stream acknowledged (stored, or recognised as duplicates)."})
+	latency := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "flusso_jetstream_publish_seconds",
+		Help:    "Time from a message's first publish to the stream's acknowledgement.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18)})
+	degraded := prometheus.NewGauge(prometheus.GaugeOpts{Name: "flusso_jetstream_degraded",
+		Help: "1 while publishing to JetStream is failing and being retried."})
+	f.metrics.Registry.MustRegister(pending, acks, latency, degraded)
+	health := fault.NewHealth(f.log)
+	health.OnChange = func(d bool) {
+		if d {
+			degraded.Set(1)
+		} else {
+			degraded.Set(0)
+		}
+	}
+	js := f.cfg.Output.JetStream
+	names := make([]string, len(f.plan.Indexes))
+	for i, ix := range f.plan.Indexes {
+		names[i] = ix.Name()
+	}
+	p, err := jetstream.Open(ctx, jetstream.Config{
+		URL: js.URL, Subject: js.Subject, Stream: js.Stream, Replicas: js.Replicas,
+		Creds: js.Creds, NKey: js.NKey, User: js.User, Password: js.Password, Token: js.Token, CA: js.CA,
+		MaxInFlight: js.MaxInFlight, Indexes: names,
+	}, f.log, health, jetstream.Hooks{
+		OnAck: func(d time.Duration) { acks.Inc(); latency.Observe(d.Seconds()) },
+		// The confirmer exists before the publisher's first acknowledgement:
+		// Run starts after it (startSink).
+		OnWatermark: func(lsn pglogrepl.LSN) { f.confirmer.ack(lsn) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	f.pub = p
+	f.log.Info("publishing to JetStream", zap.String("stream", js.Stream), zap.String("subject", js.Subject))
+	return p, nil
+}
+
+// startSink starts the publisher's acknowledgement loop, when there is one.
+func (f *Follower) startSink(g *errgroup.Group, ctx context.Context) {
+	if f.pub != nil {
+		g.Go(func() error { return f.pub.Run(ctx) })
+	}
+}
+
+// backfillOut is what the backfill writes to. The backfill checkpoints
+// after each Sync, so with JetStream its Sync waits for the broker's
+// acknowledgements: a checkpoint never passes a line the stream lacks.
+func (f *Follower) backfillOut(ctx context.Context) snapshot.Output {
+	if f.pub != nil {
+		return flushOnSync{f.pub, ctx}
+	}
+	return f.out
+}
+
+type flushOnSync struct {
+	*jetstream.Publisher
+	ctx context.Context
+}
+
+func (s flushOnSync) Sync() error { return s.Flush(s.ctx) }
