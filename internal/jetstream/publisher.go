@@ -70,7 +70,7 @@ type Publisher struct {
 type entry struct {
 	msg    *nats.Msg
 	lsn    pglogrepl.LSN
-	end    bool // the last line of a batch: its LSN is complete once stored
+	end    bool   // the last line of a batch: its LSN is complete once stored
 	n      uint64 // 1 for the first entry ever queued
 	fut    jetstream.PubAckFuture
 	sent   time.Time
