@@ -131,6 +131,7 @@ func BenchmarkOutput(b *testing.B) {
 			mu.Lock()
 			defer mu.Unlock()
 			report(b, lat, elapsed)
+			b.ReportMetric(float64(p.Recoveries()), "recoveries")
 		})
 	}
 }

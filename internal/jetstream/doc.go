@@ -32,7 +32,13 @@
 // message whose predecessor is missing, every message after a lost one fails
 // too, and the publisher re-publishes them in order, one at a time, until the
 // stream has them all (duplicates count as stored), then pipelines again.
-// The stream must therefore be written by this flusso-pg only.
+// A shift of the stream's sequence by a message this publisher did not send
+// (another publisher, a killed flusso-pg's message stored late) can let a
+// message through after a refused one; the publisher then checks which
+// refused ones the stream holds anyway (lost acknowledgements), and
+// publishes the ones stored after a real gap again, after it, under a new
+// Msg-Id, so that the last copy of every line is in order.
+// The stream should be written by this flusso-pg only (others cost re-publishing).
 //
 // A broker or node that is down is a transient fault: publishing waits and
 // retries (internal/fault's backoff and Health), never gives up. A line larger

@@ -98,4 +98,3 @@ func TestSubjectMatches(t *testing.T) {
 		}
 	}
 }
-

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -54,6 +56,8 @@ type Publisher struct {
 	js         jetstream.JetStream
 	maxPayload int64
 
+	recoveries atomic.Int64
+
 	mu         sync.Mutex
 	cond       *sync.Cond
 	queue      []*entry // not yet stored, in publish order
@@ -72,6 +76,7 @@ type entry struct {
 	lsn    pglogrepl.LSN
 	end    bool   // the last line of a batch: its LSN is complete once stored
 	n      uint64 // 1 for the first entry ever queued
+	seq    uint64 // the stream sequence it was last sent expecting to get; 0: not sent pipelined
 	fut    jetstream.PubAckFuture
 	sent   time.Time
 	stored bool
@@ -364,6 +369,7 @@ func (p *Publisher) send(e *entry) {
 	}
 	e.fut = fut
 	p.last++
+	e.seq = p.last
 }
 
 // Sync marks the end of a batch: once the last line written is stored, its
@@ -425,6 +431,10 @@ func (p *Publisher) Pending() int {
 	defer p.mu.Unlock()
 	return len(p.queue)
 }
+
+// Recoveries counts the times publishing fell back to one message at a
+// time (after a failure, a gap or a duplicate).
+func (p *Publisher) Recoveries() int64 { return p.recoveries.Load() }
 
 // advance moves the watermark. Called with p.mu held.
 func (p *Publisher) advance(lsn pglogrepl.LSN) {
@@ -522,6 +532,7 @@ func (p *Publisher) Run(ctx context.Context) error {
 // expecting the stream's actual last sequence), until the queue is empty;
 // then pipelining resumes.
 func (p *Publisher) recover(ctx context.Context) error {
+	p.recoveries.Add(1)
 	p.mu.Lock()
 	cause := p.cause
 	inflight := make([]*entry, 0, len(p.queue))
@@ -548,6 +559,8 @@ func (p *Publisher) recover(ctx context.Context) error {
 			p.mu.Unlock()
 		}
 	}
+	p.findStored(ctx)
+	p.reissueAfterGap()
 
 	var b fault.Backoff
 	known := false
@@ -608,6 +621,79 @@ func (p *Publisher) recover(ctx context.Context) error {
 		p.mu.Lock()
 		e.stored = true
 		p.mu.Unlock()
+	}
+}
+
+// findStored looks up, for each message that failed but has a stored
+// message after it, whether the stream holds it at the sequence it was sent
+// for anyway (its acknowledgement was lost: a reconnect fails the pending
+// acknowledgements of messages the server then stores). Those are stored, in
+// order; only the others make a gap.
+func (p *Publisher) findStored(ctx context.Context) {
+	p.mu.Lock()
+	var check []*entry
+	laterStored := false
+	for i := len(p.queue) - 1; i >= 0; i-- {
+		e := p.queue[i]
+		if e.stored {
+			laterStored = true
+		} else if laterStored && e.seq > 0 {
+			check = append(check, e)
+		}
+	}
+	p.mu.Unlock()
+	if len(check) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	s, err := p.js.Stream(ctx, p.cfg.Stream)
+	if err != nil {
+		return // then the later ones are published again: safe
+	}
+	for _, e := range check {
+		m, err := s.GetMsg(ctx, e.seq)
+		if err != nil {
+			continue
+		}
+		if id := m.Header.Get(jetstream.MsgIDHeader); id != "" && id == e.msg.Header.Get(jetstream.MsgIDHeader) {
+			p.mu.Lock()
+			e.stored = true
+			p.mu.Unlock()
+		}
+	}
+}
+
+// reissueAfterGap handles messages stored after one that was not: possible
+// only when the stream's sequence moved by something this publisher did not
+// send (another publisher, a message of a killed flusso-pg stored late) or
+// when an acknowledgement was lost. Such a message may sit in the stream
+// before an older line it should follow, so it is published again after
+// it, under a new Msg-Id (the old one would be dropped as a duplicate): the
+// last copy in the stream is then in order, and the fold is right.
+func (p *Publisher) reissueAfterGap() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	gap := false
+	n := 0
+	for _, e := range p.queue {
+		if !e.stored {
+			gap = true
+			continue
+		}
+		if gap {
+			e.stored, e.fut = false, nil
+			id := e.msg.Header.Get(jetstream.MsgIDHeader)
+			if i := strings.LastIndexByte(id, '~'); i >= 0 {
+				id = id[:i]
+			}
+			e.msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s~%d", id, time.Now().UnixNano()))
+			n++
+		}
+	}
+	if n > 0 {
+		p.log.Warn("messages were stored after one that was not: publishing them again after it, under new ids (another publisher on the stream?)",
+			zap.String("stream", p.cfg.Stream), zap.Int("messages", n))
 	}
 }
 

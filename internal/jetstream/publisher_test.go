@@ -394,3 +394,78 @@ func TestOpenFailsClearly(t *testing.T) {
 		t.Fatalf("no server: %v, want retries until the deadline", err)
 	}
 }
+
+// TestGapIsRepublishedInOrder: another writer's message breaks the
+// sequence the pipelined messages expect (as a lost message does); the
+// server refuses them, and the publisher publishes them again, in order.
+func TestGapIsRepublishedInOrder(t *testing.T) {
+	srv := natstest.Start(t, natstest.Options{})
+	p := start(t, Config{URL: srv.URL(), MaxInFlight: 32})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	write := func(from, to int) {
+		for i := from; i <= to; i++ {
+			if err := p.Write(line(i, pglogrepl.LSN(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	write(1, 10)
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := js.Publish(ctx, "flusso.posts", []byte(`{"index":"posts","op":"truncate","lsn":"0/B"}`)); err != nil {
+		t.Fatal(err)
+	}
+	write(11, 100)
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Messages stored after the refused one are published again after it:
+	// the last copy of every line is in order, so the fold is right.
+	msgs := readAll(t, srv.URL(), DefaultStream)
+	last := map[int]int{} // id → position of its last copy
+	for pos, m := range msgs {
+		if strings.Contains(string(m.Data), "truncate") {
+			continue
+		}
+		var v struct{ ID string }
+		json.Unmarshal(m.Data, &v)
+		var id int
+		fmt.Sscan(v.ID, &id)
+		last[id] = pos
+	}
+	for id := 1; id <= 100; id++ {
+		pos, ok := last[id]
+		if !ok {
+			t.Fatalf("line %d is missing", id)
+		}
+		if id > 1 && pos < last[id-1] {
+			t.Fatalf("the last copy of line %d (at %d) comes before line %d's (at %d)", id, pos, id-1, last[id-1])
+		}
+	}
+	if len(msgs) > 101 {
+		t.Logf("%d messages for 100 lines and the foreign one: the lines stored after the refused one came again", len(msgs))
+	}
+	checkMarks(t, p.marks.list(), 100)
+}
+
+func TestUserAndPassword(t *testing.T) {
+	srv := natstest.Start(t, natstest.Options{User: "flusso", Password: "pw"})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := Open(ctx, Config{URL: srv.URL(), User: "flusso", Password: "nope", Indexes: []string{"posts"}}, nil, nil, Hooks{}); err == nil || fault.Classify(err) != fault.Permanent {
+		t.Fatalf("a wrong password: %v, want a permanent error", err)
+	}
+	p, err := Open(ctx, Config{URL: srv.URL(), User: "flusso", Password: "pw", Indexes: []string{"posts"}}, nil, nil, Hooks{})
+	if err != nil {
+		t.Fatalf("user and password: %v", err)
+	}
+	p.Close()
+}
