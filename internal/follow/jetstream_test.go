@@ -3,10 +3,13 @@ package follow_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -176,7 +179,8 @@ func TestFollowToJetStreamSurvivesKills(t *testing.T) {
 	<-p.done
 	p.done <- nil
 	c.RestartKilled(t)
-	p = start(t, stdout, "follow", "--config", cfg)
+	listen := "127.0.0.1:" + freePort(t)
+	p = start(t, stdout, "follow", "--config", cfg, "--listen", listen)
 
 	waitStreamFold(t, r, db, 90*time.Second)
 	t.Logf("the consumer read %d distinct lines", len(r.ids))
@@ -188,6 +192,20 @@ func TestFollowToJetStreamSurvivesKills(t *testing.T) {
 	if st, err := os.Stat(stdout); err != nil || st.Size() != 0 {
 		t.Errorf("stdout holds %v bytes with output.kind: jetstream, want none (err %v)", st.Size(), err)
 	}
+	resp, err := http.Get("http://" + listen + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{"flusso_jetstream_pending 0", "flusso_jetstream_degraded 0", "flusso_jetstream_publish_seconds_count"} {
+		if !strings.Contains(string(body), m) {
+			t.Errorf("/metrics lacks %q", m)
+		}
+	}
+	if strings.Contains(string(body), "flusso_jetstream_acks_total 0\n") || !strings.Contains(string(body), "flusso_jetstream_acks_total ") {
+		t.Errorf("/metrics shows no acknowledgement:\n%s", grepLines(string(body), "flusso_jetstream"))
+	}
 	if code := p.stop(t, syscall.SIGTERM, 15*time.Second); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM, want 0", code)
 	}
@@ -195,4 +213,14 @@ func TestFollowToJetStreamSurvivesKills(t *testing.T) {
 	if lsn := slotLSN(t, db); lsn == 0 {
 		t.Fatal("the slot was never confirmed")
 	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -39,13 +39,6 @@ func (f *Follower) openSink(ctx context.Context) (sink, error) {
 		}
 		return w, nil
 	}
-	pending := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "flusso_jetstream_pending",
-		Help: "Messages published to JetStream and not yet acknowledged."}, func() float64 {
-		if f.pub == nil {
-			return 0
-		}
-		return float64(f.pub.Pending())
-	})
 	acks := prometheus.NewCounter(prometheus.CounterOpts{Name: "flusso_jetstream_acks_total",
 		Help: "Messages the JetStream stream acknowledged (stored, or recognised as duplicates)."})
 	latency := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "flusso_jetstream_publish_seconds",
@@ -53,7 +46,6 @@ func (f *Follower) openSink(ctx context.Context) (sink, error) {
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18)})
 	degraded := prometheus.NewGauge(prometheus.GaugeOpts{Name: "flusso_jetstream_degraded",
 		Help: "1 while publishing to JetStream is failing and being retried."})
-	f.metrics.Registry.MustRegister(pending, acks, latency, degraded)
 	health := fault.NewHealth(f.log)
 	health.OnChange = func(d bool) {
 		if d {
@@ -80,6 +72,9 @@ func (f *Follower) openSink(ctx context.Context) (sink, error) {
 	if err != nil {
 		return nil, err
 	}
+	pending := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "flusso_jetstream_pending",
+		Help: "Messages published to JetStream and not yet acknowledged."}, func() float64 { return float64(p.Pending()) })
+	f.metrics.Registry.MustRegister(pending, acks, latency, degraded)
 	f.pub = p
 	f.log.Info("publishing to JetStream", zap.String("stream", js.Stream), zap.String("subject", js.Subject))
 	return p, nil
