@@ -2,6 +2,7 @@ package follow
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -38,6 +39,9 @@ func (f *Follower) openSink(ctx context.Context) (sink, error) {
 			f.log.Warn("cut the partial last line an earlier run left in the output (it was never confirmed)", zap.String("file", w.Name()), zap.Int64("bytes", n))
 		}
 		return w, nil
+	}
+	if f.opts.AckFD > 0 || f.opts.AckFile != "" {
+		return nil, fmt.Errorf("--ack-fd and --ack-file take a reader's acknowledgements; with output.kind: jetstream the stream acknowledges: drop the flag")
 	}
 	acks := prometheus.NewCounter(prometheus.CounterOpts{Name: "flusso_jetstream_acks_total",
 		Help: "Messages the JetStream stream acknowledged (stored, or recognised as duplicates)."})
