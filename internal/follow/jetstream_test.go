@@ -224,3 +224,28 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// With output.kind: jetstream the stream acknowledges: an ack channel too
+// is refused, saying so.
+func TestFollowToJetStreamRefusesAckFile(t *testing.T) {
+	s := natstest.Start(t, natstest.Options{})
+	db := blog(t, 2, 5, 5)
+	dir := t.TempDir()
+	cfg := writeConfig(t, db, dir, fmt.Sprintf("output:\n  kind: jetstream\n  jetstream:\n    url: %s", s.URL()))
+	if err := os.WriteFile(filepath.Join(dir, "acks"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, filepath.Join(dir, "stdout"), "follow", "--config", cfg, "--ack-file", filepath.Join(dir, "acks"))
+	select {
+	case <-p.done:
+		p.done <- nil
+	case <-time.After(60 * time.Second):
+		t.Fatal("flusso-pg did not stop")
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 1 {
+		t.Errorf("exit code %d, want 1", code)
+	}
+	if !strings.Contains(p.stderr.String(), "with output.kind: jetstream the stream acknowledges") {
+		t.Errorf("stderr does not say why:\n%s", tailString(p.stderr.String(), 2000))
+	}
+}
