@@ -55,7 +55,9 @@ const (
 
 // Output is where NDJSON lines go.
 type Output struct {
-	Path string // "-" is stdout; a file path is opened for append
+	Path      string // "-" is stdout; a file path is opened for append
+	Kind      string // stdout | file | jetstream; from Path when not given
+	JetStream JetStream
 }
 
 // State is where progress and the server's identity are kept.

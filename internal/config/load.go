@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -222,17 +223,7 @@ func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string)
 				indexes = n
 				continue
 			}
-			for _, e := range d.entries(n, sec.key, sectionKeys(sec.key)) {
-				key := sec.key + "." + e.key
-				switch {
-				case e.v.Kind != yaml.ScalarNode:
-					d.errf(e.v, key, "must be a single value")
-				case e.v.Tag == "!!null":
-					// key: ~ keeps the default
-				default:
-					scalars[key] = e.v.Value
-				}
-			}
+			d.sectionScalars(n, sec.key, scalars)
 		}
 	}
 	// Shape errors so far are reported with the value and index errors
@@ -334,6 +325,7 @@ func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string)
 	} else {
 		cfg.Capture.Coalesce = dur
 	}
+	errs = append(errs, decodeOutput(v, &cfg.Output, name)...)
 	if indexes != nil {
 		cfg.Indexes = d.indexes(indexes)
 	}
@@ -359,7 +351,10 @@ func sectionKeys(section string) []string {
 	var out []string
 	for k := range scalarKeys {
 		if rest, ok := strings.CutPrefix(k, section+"."); ok {
-			out = append(out, rest)
+			rest, _, _ = strings.Cut(rest, ".") // output.jetstream.url: jetstream
+			if !slices.Contains(out, rest) {
+				out = append(out, rest)
+			}
 		}
 	}
 	sort.Strings(out) // a stable order for suggestions

@@ -30,7 +30,7 @@ func TestDefaults(t *testing.T) {
 	}
 	want := Config{
 		Source:   Source{Slot: DefaultSlot, Publication: DefaultPublication, Provision: ProvisionAuto, Failover: FailoverAuto},
-		Output:   Output{Path: "-"},
+		Output:   Output{Path: "-", Kind: OutputStdout, JetStream: defaultJetStream},
 		State:    State{Dir: DefaultStateDir},
 		Log:      Log{Level: "info", Format: "console"},
 		Backfill: Backfill{Workers: runtime.NumCPU(), BatchSize: DefaultBatchSize},
@@ -71,7 +71,7 @@ capture:
 	cfg.Indexes = nil
 	want := Config{
 		Source:   Source{DSN: "postgres://flusso@db:5432/app", Slot: "flusso_app", Publication: "flusso_pub", Provision: ProvisionCheck, Failover: FailoverAuto},
-		Output:   Output{Path: "/var/lib/docs.ndjson"},
+		Output:   Output{Path: "/var/lib/docs.ndjson", Kind: OutputFile, JetStream: defaultJetStream},
 		State:    State{Dir: "/var/lib/flusso-pg"},
 		Log:      Log{Level: "debug", Format: "json"},
 		Backfill: Backfill{Workers: 4, BatchSize: 1000},

@@ -48,6 +48,7 @@ func (c *Config) validate(label func(path string) string) error {
 	if c.Output.Path == "" {
 		v.add("output.path", `must not be empty: use "-" for stdout or a file path`)
 	}
+	c.Output.validate(&v)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
