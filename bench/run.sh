@@ -7,6 +7,7 @@
 #   RATE=1000                                   latency
 #   RUNS=3                                      repeats (the median is reported)
 #   SWEEP=100000                                rows for the throughput plot (0 skips it)
+# The outputs (stdout, JetStream R1, R3) are compared by BenchmarkOutput.
 # Prints one line per comparison (flusso-pg, peer, ratio flusso-pg/peer);
 # exits non-zero when a run failed, never because a ratio is low.
 set -uo pipefail
@@ -24,6 +25,10 @@ if [ "$SWEEP" != 0 ]; then
   echo "== throughput by transaction size and batch size ($SWEEP rows)"
   bash "$here/sweep.sh" "$SWEEP" | tee "$here/results/sweep.txt" || failed=1
 fi
+echo "== outputs side by side: stdout, JetStream R1 and R3 (docs/s, batch-to-confirmable p50/p99)"
+(cd "$here/.." && go test -run '^$' -bench BenchmarkOutput -benchtime 300x -count "$RUNS" ./internal/jetstream/ 2>&1) \
+  | tee "$here/results/jetstream.txt" | grep -E '^(Benchmark|ok|FAIL|---)' || failed=1
+grep -q '^FAIL' "$here/results/jetstream.txt" && failed=1
 echo "== Go benchmarks (benchstat-comparable: bench/results/go.txt)"
 (cd "$here/.." && go test -run '^$' -bench . -benchmem -count "$RUNS" \
   ./internal/output/ ./internal/wal/ ./internal/build/ 2>&1) | tee "$here/results/go.txt" | grep -E '^(Benchmark|ok|FAIL|---)' || failed=1

@@ -22,11 +22,13 @@ REPLICATION attribute; SELECT on every table the indexes read; CREATE on the
 database and ownership of the tables (to create or extend the publication);
 the publication's coverage, options, row filters and column lists; replica
 identities; the slot's state and the WAL it retains; and every verdict of
-validate. It changes nothing. With provision: auto, what follow will create
+validate; and, given --standby DSN (repeatable), whether each standby keeps
+a synced copy of the slot for a failover. It changes nothing. With provision: auto, what follow will create
 or add itself is a warning, not a failure.
 Exit code 0 when ready, 1 when not.`,
 		Example: `  flusso-pg check --config flusso.yaml
-  flusso-pg check --config flusso.yaml --json`,
+  flusso-pg check --config flusso.yaml --json
+  flusso-pg check --config flusso.yaml --standby postgres://flusso@replica1:5432/app`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, log, err := loadConfig(cmd)
@@ -59,6 +61,10 @@ Exit code 0 when ready, 1 when not.`,
 						Message: fmt.Sprintf("could not read the catalog for the indexes: %v", compileErr)})
 				}
 				report.AddProblems(problems)
+				standbys, _ := cmd.Flags().GetStringArray("standby")
+				for _, dsn := range standbys {
+					provision.InspectStandby(ctx, report, conn, cfg, dsn)
+				}
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
@@ -76,5 +82,6 @@ Exit code 0 when ready, 1 when not.`,
 		},
 	}
 	cmd.Flags().Bool("json", false, "print the report as JSON")
+	cmd.Flags().StringArray("standby", nil, "a standby that is to take over with the slot (PostgreSQL 17+): check it synchronizes the failover slot (repeatable)")
 	return cmd
 }

@@ -31,7 +31,20 @@ type Source struct {
 	Slot        string
 	Publication string
 	Provision   string // auto | check | off
+	// Failover is whether the slot is a failover slot (PostgreSQL 17+),
+	// synchronized to standbys so it survives a promotion: auto | on | off.
+	Failover string
+	// PrimaryDSN, when DSN points at a hot standby, is the primary, where
+	// the publication is created (a standby is read-only). "" when unused.
+	PrimaryDSN string
 }
+
+// Failover modes (source.failover).
+const (
+	FailoverAuto = "auto" // on where the server supports it (PostgreSQL 17+, not a standby)
+	FailoverOn   = "on"   // required: refuse to start where it cannot be had
+	FailoverOff  = "off"  // a slot of the primary only
+)
 
 // Provision modes.
 const (
@@ -42,7 +55,9 @@ const (
 
 // Output is where NDJSON lines go.
 type Output struct {
-	Path string // "-" is stdout; a file path is opened for append
+	Path      string // "-" is stdout; a file path is opened for append
+	Kind      string // stdout | file | jetstream; from Path when not given
+	JetStream JetStream
 }
 
 // State is where progress and the server's identity are kept.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -46,6 +47,8 @@ var scalarKeys = map[string]any{
 	"source.slot":             DefaultSlot,
 	"source.publication":      DefaultPublication,
 	"source.provision":        ProvisionAuto,
+	"source.failover":         FailoverAuto,
+	"source.primary_dsn":      "",
 	"output.path":             "-",
 	"state.dir":               DefaultStateDir,
 	"log.level":               "info",
@@ -220,17 +223,7 @@ func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string)
 				indexes = n
 				continue
 			}
-			for _, e := range d.entries(n, sec.key, sectionKeys(sec.key)) {
-				key := sec.key + "." + e.key
-				switch {
-				case e.v.Kind != yaml.ScalarNode:
-					d.errf(e.v, key, "must be a single value")
-				case e.v.Tag == "!!null":
-					// key: ~ keeps the default
-				default:
-					scalars[key] = e.v.Value
-				}
-			}
+			d.sectionScalars(n, sec.key, scalars)
 		}
 	}
 	// Shape errors so far are reported with the value and index errors
@@ -277,6 +270,8 @@ func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string)
 		Slot:        v.GetString("source.slot"),
 		Publication: v.GetString("source.publication"),
 		Provision:   strings.ToLower(v.GetString("source.provision")),
+		Failover:    strings.ToLower(v.GetString("source.failover")),
+		PrimaryDSN:  strings.TrimSpace(v.GetString("source.primary_dsn")),
 	}
 	cfg.Output.Path = v.GetString("output.path")
 	// A relative state.dir written in the file (or the default) is relative to
@@ -330,6 +325,7 @@ func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string)
 	} else {
 		cfg.Capture.Coalesce = dur
 	}
+	errs = append(errs, decodeOutput(v, &cfg.Output, name)...)
 	if indexes != nil {
 		cfg.Indexes = d.indexes(indexes)
 	}
@@ -355,7 +351,10 @@ func sectionKeys(section string) []string {
 	var out []string
 	for k := range scalarKeys {
 		if rest, ok := strings.CutPrefix(k, section+"."); ok {
-			out = append(out, rest)
+			rest, _, _ = strings.Cut(rest, ".") // output.jetstream.url: jetstream
+			if !slices.Contains(out, rest) {
+				out = append(out, rest)
+			}
 		}
 	}
 	sort.Strings(out) // a stable order for suggestions

@@ -29,8 +29,8 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		Source:   Source{Slot: DefaultSlot, Publication: DefaultPublication, Provision: ProvisionAuto},
-		Output:   Output{Path: "-"},
+		Source:   Source{Slot: DefaultSlot, Publication: DefaultPublication, Provision: ProvisionAuto, Failover: FailoverAuto},
+		Output:   Output{Path: "-", Kind: OutputStdout, JetStream: defaultJetStream},
 		State:    State{Dir: DefaultStateDir},
 		Log:      Log{Level: "info", Format: "console"},
 		Backfill: Backfill{Workers: runtime.NumCPU(), BatchSize: DefaultBatchSize},
@@ -70,8 +70,8 @@ capture:
 	}
 	cfg.Indexes = nil
 	want := Config{
-		Source:   Source{DSN: "postgres://flusso@db:5432/app", Slot: "flusso_app", Publication: "flusso_pub", Provision: ProvisionCheck},
-		Output:   Output{Path: "/var/lib/docs.ndjson"},
+		Source:   Source{DSN: "postgres://flusso@db:5432/app", Slot: "flusso_app", Publication: "flusso_pub", Provision: ProvisionCheck, Failover: FailoverAuto},
+		Output:   Output{Path: "/var/lib/docs.ndjson", Kind: OutputFile, JetStream: defaultJetStream},
 		State:    State{Dir: "/var/lib/flusso-pg"},
 		Log:      Log{Level: "debug", Format: "json"},
 		Backfill: Backfill{Workers: 4, BatchSize: 1000},

@@ -34,6 +34,11 @@ func (c *Config) validate(label func(path string) string) error {
 	default:
 		v.add("source.provision", "%q is not one of auto, check, off", c.Source.Provision)
 	}
+	switch c.Source.Failover {
+	case FailoverAuto, FailoverOn, FailoverOff, "":
+	default:
+		v.add("source.failover", "%q is not one of auto, on, off", c.Source.Failover)
+	}
 	if !slotName.MatchString(c.Source.Slot) {
 		v.add("source.slot", "%q is not a valid slot name: use 1 to 63 lower-case letters, digits and underscores", c.Source.Slot)
 	}
@@ -43,6 +48,7 @@ func (c *Config) validate(label func(path string) string) error {
 	if c.Output.Path == "" {
 		v.add("output.path", `must not be empty: use "-" for stdout or a file path`)
 	}
+	c.Output.validate(&v)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

@@ -227,6 +227,17 @@ func (h *Health) Degraded() (bool, string) {
 	return true, why
 }
 
+// StageDegraded reports whether stage is failing or waiting.
+func (h *Health) StageDegraded(stage string) bool {
+	if h == nil {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.stages[stage]
+	return ok
+}
+
 func (h *Health) changed() {
 	if h.OnChange != nil {
 		d, _ := h.Degraded()

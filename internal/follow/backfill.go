@@ -43,7 +43,7 @@ func (f *Follower) backfill(ctx context.Context, bf *snapshot.Backfill, start *w
 }
 
 // newBackfill prepares the backfill of the plan's indexes.
-func (f *Follower) newBackfill(start *wal.Start) *snapshot.Backfill {
+func (f *Follower) newBackfill(ctx context.Context, start *wal.Start) *snapshot.Backfill {
 	return snapshot.New(snapshot.Config{
 		Workers:   f.cfg.Backfill.Workers,
 		BatchSize: f.cfg.Backfill.BatchSize,
@@ -59,5 +59,5 @@ func (f *Follower) newBackfill(start *wal.Start) *snapshot.Backfill {
 		Health:          f.health,
 		NewerSnapshotOK: true,
 		Rebuild:         true,
-	}, f.plan, f.pool, f.out, f.store, f.log)
+	}, f.plan, f.pool, f.backfillOut(ctx), f.store, f.log)
 }

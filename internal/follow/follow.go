@@ -14,8 +14,8 @@ import (
 	"github.com/flusso-pg/flusso-pg/internal/build"
 	"github.com/flusso-pg/flusso-pg/internal/config"
 	"github.com/flusso-pg/flusso-pg/internal/fault"
+	"github.com/flusso-pg/flusso-pg/internal/jetstream"
 	"github.com/flusso-pg/flusso-pg/internal/metrics"
-	"github.com/flusso-pg/flusso-pg/internal/output"
 	"github.com/flusso-pg/flusso-pg/internal/state"
 	"github.com/flusso-pg/flusso-pg/internal/wal"
 )
@@ -48,7 +48,8 @@ type Follower struct {
 	pool      *pgxpool.Pool
 	plan      *build.Plan
 	capture   *wal.Capture
-	out       *output.Writer
+	out       outputSink
+	pub       *jetstream.Publisher // output.kind: jetstream (sink_jetstream.go)
 	store     *state.Store
 	confirmer *confirmer
 	em        *emitter
@@ -120,7 +121,8 @@ func (f *Follower) pipeline(ctx context.Context, g *errgroup.Group, s *stopper, 
 		}
 		return err
 	}
-	bf := f.newBackfill(start)
+	f.startSink(g, ctx)
+	bf := f.newBackfill(ctx, start)
 	if acks != nil {
 		// Read acknowledgements from the start: the reader may open its end
 		// of a FIFO before it reads a line, and the backfill's progress

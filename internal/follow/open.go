@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
-	"go.uber.org/zap"
 
 	"github.com/flusso-pg/flusso-pg/internal/build"
 	"github.com/flusso-pg/flusso-pg/internal/output"
@@ -61,11 +60,8 @@ func (f *Follower) open(ctx context.Context) (*wal.Start, error) {
 	if err != nil {
 		return nil, err
 	}
-	if f.out, err = output.Open(f.cfg.Output.Path); err != nil {
+	if f.out, err = f.openSink(ctx); err != nil {
 		return nil, err
-	}
-	if n := f.out.Trimmed(); n > 0 {
-		f.log.Warn("cut the partial last line an earlier run left in the output (it was never confirmed)", zap.String("file", f.out.Name()), zap.Int64("bytes", n))
 	}
 	f.em = newEmitter(f.out, f.opts.AckFD > 0 || f.opts.AckFile != "")
 	f.capture = wal.New(wal.Config{
@@ -80,9 +76,12 @@ func (f *Follower) open(ctx context.Context) (*wal.Start, error) {
 		Coalesce:       coalesce(f.cfg.Capture.Coalesce),
 		Store:          f.store,
 		Resync:         f.opts.Resync,
+		Failover:       f.cfg.Source.Failover,
+		PrimaryDSN:     f.cfg.Source.PrimaryDSN,
 		Health:         f.health,
 	}, f.log)
 	f.metrics.WatchCapture(f.capture)
+	f.metrics.WatchFailover(f.capture)
 	var start *wal.Start
 	err = f.retry(ctx, stageStart, func(ctx context.Context) (err error) {
 		start, err = f.capture.Open(ctx)
@@ -91,7 +90,9 @@ func (f *Follower) open(ctx context.Context) (*wal.Start, error) {
 	if err != nil {
 		return nil, err
 	}
-	f.confirmer = newConfirmer(f.em.acks, func(lsn pglogrepl.LSN) {
+	// Confirmed on acknowledgements: the reader's (--ack-fd) or the
+	// broker's (JetStream, whose watermark feeds confirmer.ack).
+	f.confirmer = newConfirmer(f.em.acks || f.pub != nil, func(lsn pglogrepl.LSN) {
 		f.capture.Confirm(lsn)
 		f.metrics.ConfirmedLSN.Set(float64(lsn))
 	})

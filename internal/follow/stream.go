@@ -33,7 +33,7 @@ func (f *Follower) stream(ctx context.Context, stop <-chan struct{}) error {
 	g.Go(func() error {
 		defer cancel() // the loop ended: stop the other goroutines
 		err := f.loop(gctx, stop, txns)
-		if err == nil && f.em.acks && f.confirmer.waiting() > 0 {
+		if err == nil && f.confirmer.acks && f.confirmer.waiting() > 0 {
 			f.waitAcks(gctx)
 		}
 		stopCapture() // capture sends its final status update as it stops

@@ -106,13 +106,17 @@ type Options struct {
 	// SSL turns on TLS with a self-signed certificate (DSNs then take
 	// sslmode=require).
 	SSL bool
+	// BinDir holds the server binaries to use; "" is FindBinDir's choice.
+	BinDir string
 }
 
 // Start initialises and starts a new cluster. Callers own it and must Stop it.
 func Start(opts Options) (*Cluster, error) {
-	bin, err := FindBinDir()
-	if err != nil {
-		return nil, err
+	bin, err := opts.BinDir, error(nil)
+	if bin == "" {
+		if bin, err = FindBinDir(); err != nil {
+			return nil, err
+		}
 	}
 	c := &Cluster{BinDir: bin}
 	if os.Geteuid() == 0 {

@@ -50,7 +50,13 @@ func Ensure(ctx context.Context, conn Conn, cfg *config.Config, plan *build.Plan
 	if mode != config.ProvisionAuto {
 		return in.r, in.r.err(CheckSlot)
 	}
-	actions, err := in.apply(ctx, conn, store, log)
+	apply := in.apply
+	if in.standby { // ha.go: the publication is made on the primary
+		apply = func(ctx context.Context, conn Conn, store *state.Store, log *zap.Logger) ([]string, error) {
+			return in.ensureOnStandby(ctx, conn, plan, store, log)
+		}
+	}
+	actions, err := apply(ctx, conn, store, log)
 	if err != nil {
 		return in.r, err
 	}

@@ -24,6 +24,9 @@ type inspection struct {
 	createDB    bool
 
 	pub *publication // nil when the publication does not exist
+
+	standby          bool     // source.dsn is a hot standby (ha.go)
+	syncStandbySlots []string // the primary's synchronized_standby_slots
 }
 
 type publication struct {
@@ -76,6 +79,9 @@ func inspect(ctx context.Context, q build.Querier, cfg *config.Config, plan *bui
 	in.identities()
 	if err := in.slot(ctx, q); err != nil {
 		return nil, fmt.Errorf("check slot %s: %w", cfg.Source.Slot, err)
+	}
+	if err := in.ha(ctx, q); err != nil {
+		return nil, fmt.Errorf("check high availability: %w", err)
 	}
 	return in, nil
 }

@@ -17,7 +17,6 @@ import (
 
 	"github.com/flusso-pg/flusso-pg/internal/build"
 	"github.com/flusso-pg/flusso-pg/internal/fault"
-	"github.com/flusso-pg/flusso-pg/internal/output"
 	"github.com/flusso-pg/flusso-pg/internal/state"
 )
 
@@ -65,6 +64,15 @@ type Snapshot struct {
 	LSN  pglogrepl.LSN // written on every line; 0 with Name "": the exporting transaction's pg_current_wal_lsn()
 }
 
+// Output is where the backfill writes (an *output.Writer, or the JetStream
+// publisher): Write takes whole lines, one batch per call, and is safe for
+// concurrent use; Sync makes everything written before it durable (the
+// checkpoints follow it).
+type Output interface {
+	Write(lines []byte) error
+	Sync() error
+}
+
 // ErrUnknownIndex is returned when Config.Indexes names an index the plan lacks.
 var ErrUnknownIndex = errors.New("no such index in the config")
 
@@ -74,7 +82,7 @@ type Backfill struct {
 	cfg   Config
 	plan  *build.Plan
 	pool  *pgxpool.Pool
-	w     *output.Writer
+	w     Output
 	store *state.Store
 	log   *zap.Logger
 
@@ -85,7 +93,7 @@ type Backfill struct {
 
 // New prepares a backfill. With store nil no progress is kept: Run always
 // starts from the beginning (the one-shot `backfill` command).
-func New(cfg Config, plan *build.Plan, pool *pgxpool.Pool, w *output.Writer, store *state.Store, log *zap.Logger) *Backfill {
+func New(cfg Config, plan *build.Plan, pool *pgxpool.Pool, w Output, store *state.Store, log *zap.Logger) *Backfill {
 	if cfg.Workers <= 0 {
 		cfg.Workers = runtime.NumCPU()
 	}

@@ -11,7 +11,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/flusso-pg/flusso-pg/internal/build"
-	"github.com/flusso-pg/flusso-pg/internal/output"
 	"github.com/flusso-pg/flusso-pg/internal/state"
 )
 
@@ -308,7 +307,7 @@ func (c *checkpoints) save(data []byte) error {
 // progress as one step: in ack mode the batch's last line is marked and its
 // token is taken before any other batch is written. It reports whether the
 // index is done (every range read).
-func (c *checkpoints) wrote(w *output.Writer, buf []byte, lsn pglogrepl.LSN, ip *indexProgress, r *keyRange, last build.Key, n int64, done bool) (bool, error) {
+func (c *checkpoints) wrote(w Output, buf []byte, lsn pglogrepl.LSN, ip *indexProgress, r *keyRange, last build.Key, n int64, done bool) (bool, error) {
 	if !c.acks || c.store == nil {
 		if n > 0 {
 			if err := w.Write(buf); err != nil {
@@ -385,7 +384,7 @@ func (c *checkpoints) finish() {
 // then saves how far each range got: in ack mode, as far as the reader
 // acknowledged; otherwise as far as the flush covers (positions noted before
 // the Sync are covered by it).
-func (c *checkpoints) checkpoint(w *output.Writer) error {
+func (c *checkpoints) checkpoint(w Output) error {
 	if !c.acks || c.store == nil {
 		pending := c.pending()
 		if err := w.Sync(); err != nil {

@@ -53,7 +53,7 @@ func (b *Backfill) rebuildDone(ix *build.Index, ip *indexProgress) error {
 // record that says the index is done is saved only once the reader has
 // acknowledged this line too, so a reader that dies between the last batch
 // and the rebuild_done gets both again.
-func (c *checkpoints) wroteLine(w *output.Writer, line []byte, lsn pglogrepl.LSN) error {
+func (c *checkpoints) wroteLine(w Output, line []byte, lsn pglogrepl.LSN) error {
 	if !c.acks || c.store == nil {
 		return w.Write(line)
 	}

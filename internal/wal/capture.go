@@ -58,6 +58,13 @@ type Config struct {
 	// its waits (the slot in use by another client), for /readyz and the
 	// metrics. nil: a tracker of its own, logging to the capture's logger.
 	Health *fault.Health
+	// Failover is source.failover: auto | on | off ("" is auto); see failover.go.
+	Failover string
+	// PrimaryDSN is source.primary_dsn: in standby mode, the primary, nudged
+	// while the slot is created on the standby (failover.go).
+	PrimaryDSN string
+	// OnFailover, when set, is called when the server is found on a new timeline.
+	OnFailover func(oldTimeline, timeline int32)
 }
 
 // Start is what Open found or made.
@@ -102,6 +109,7 @@ type Capture struct {
 	reconnects atomic.Int64
 	spills     atomic.Int64
 	pace       paceStats
+	ha         failoverState
 }
 
 // New returns a capture for cfg; log gets a component field.

@@ -150,6 +150,9 @@ func (c *Capture) prepare(ctx context.Context, conn *pgconn.PgConn, create bool)
 	if err != nil {
 		return nil, err
 	}
+	if err := c.followTimeline(known, &id, sys, slot, !create); err != nil { // failover.go
+		return nil, err
+	}
 	switch {
 	case slot == nil && (known || !create):
 		return nil, fmt.Errorf("slot %s: %w", c.cfg.Slot, ErrSlotMissing)
@@ -169,6 +172,9 @@ func (c *Capture) prepare(ctx context.Context, conn *pgconn.PgConn, create bool)
 			c.cfg.Slot, slot.activePID, c.cfg.Store.Dir, ErrSlotUnknown)
 	case c.cfg.Store != nil && !known:
 		return nil, fmt.Errorf("slot %s: %w", c.cfg.Slot, ErrSlotUnknown)
+	}
+	if err := c.ensureFailover(ctx, conn, start.ServerVersion); err != nil { // failover.go
+		return nil, err
 	}
 	start.Confirmed = slot.confirmed
 	if known {
@@ -208,8 +214,13 @@ func (c *Capture) slotInfo(ctx context.Context, conn *pgconn.PgConn, version int
 func (c *Capture) createSlot(ctx context.Context, conn *pgconn.PgConn, start *Start, sys pglogrepl.IdentifySystemResult) (*Start, error) {
 	// Never TWO_PHASE: pglogrepl cannot decode the prepare messages, and
 	// without it a prepared transaction arrives whole at COMMIT PREPARED.
+	action, err := c.snapshotAction(ctx, conn, start.ServerVersion) // failover.go
+	if err != nil {
+		return nil, err
+	}
+	defer c.nudgePrimary(ctx, conn, start.ServerVersion)()
 	res, err := pglogrepl.CreateReplicationSlot(ctx, conn, c.cfg.Slot, "pgoutput",
-		pglogrepl.CreateReplicationSlotOptions{SnapshotAction: "EXPORT_SNAPSHOT"})
+		pglogrepl.CreateReplicationSlotOptions{SnapshotAction: action})
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "42710" { // duplicate_object: another client made it just now
 		return nil, fmt.Errorf("create slot %s: another client created it at the same moment: %w", c.cfg.Slot, ErrSlotUnknown)

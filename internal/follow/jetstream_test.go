@@ -1,0 +1,251 @@
+package follow_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand"
+	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/flusso-pg/flusso-pg/internal/natstest"
+	"github.com/flusso-pg/flusso-pg/internal/pgtest"
+)
+
+// streamReader is a durable consumer of the stream that appends every
+// message's body, as one line, to a file the harness's fold reads.
+type streamReader struct {
+	nc   *nats.Conn
+	cons jetstream.Consumer
+	out  string
+	ids  map[string]int // Nats-Msg-Id → times seen
+}
+
+func newStreamReader(t *testing.T, urls, stream, out string) *streamReader {
+	t.Helper()
+	nc, err := nats.Connect(urls, nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for {
+		cons, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: "indexer", AckPolicy: jetstream.AckExplicitPolicy})
+		if err == nil {
+			return &streamReader{nc: nc, cons: cons, out: out, ids: map[string]int{}}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("create the durable consumer: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// drain appends what the consumer has not read yet, acknowledging it.
+func (r *streamReader) drain(t *testing.T) {
+	t.Helper()
+	f, err := os.OpenFile(r.out, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for {
+		batch, err := r.cons.FetchNoWait(500)
+		if err != nil {
+			return // a node restarting: the next poll reads on
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			if _, err := f.Write(append(m.Data(), '\n')); err != nil {
+				t.Fatal(err)
+			}
+			r.ids[m.Headers().Get("Nats-Msg-Id")]++
+			m.Ack()
+		}
+		if n == 0 {
+			return
+		}
+	}
+}
+
+// waitStreamFold reads the stream until its fold equals the reference query.
+func waitStreamFold(t *testing.T, r *streamReader, db *pgtest.DB, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		r.drain(t)
+		got, want := fold(t, r.out), reference(t, db)
+		if reflect.DeepEqual(got, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the fold of the stream differs from the reference query:\n%s", diff(got, want))
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// TestFollowToJetStreamSurvivesKills runs the blog workload into an R3
+// stream on a three-node cluster while flusso-pg is killed with SIGKILL and
+// a NATS node is killed and restarted mid-stream: a durable consumer's fold
+// of the stream equals the reference query, and no line is stored twice.
+func TestFollowToJetStreamSurvivesKills(t *testing.T) {
+	c := natstest.StartCluster(t, 3, natstest.Options{})
+	db := blog(t, 20, 300, 1500)
+	dir := t.TempDir()
+	cfg := writeConfig(t, db, dir, fmt.Sprintf("output:\n  kind: jetstream\n  jetstream:\n    url: %s\n    stream: DOCS\n    replicas: 3\n    max_in_flight: 128", c.URLs()))
+	stdout := filepath.Join(dir, "stdout")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	// The first start backfills and creates the stream.
+	p := start(t, stdout, "follow", "--config", cfg)
+	r := func() *streamReader {
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			nc, err := nats.Connect(c.URLs())
+			if err == nil {
+				js, _ := jetstream.New(nc)
+				_, err = js.Stream(ctx, "DOCS")
+				nc.Close()
+				if err == nil {
+					return newStreamReader(t, c.URLs(), "DOCS", filepath.Join(dir, "folded.ndjson"))
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the stream was not created: %v\nstderr:\n%s", err, tailString(p.stderr.String(), 3000))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+
+	w := newWorkload(db, 3, true)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		w.run(ctx, t, 300)
+	}()
+	rnd := rand.New(rand.NewSource(11))
+	for i := 0; i < 4; i++ {
+		time.Sleep(time.Duration(300+rnd.Intn(1200)) * time.Millisecond)
+		if i == 1 {
+			c.Servers[rnd.Intn(3)].Kill(t) // a node down while flusso-pg publishes and restarts
+		}
+		if i == 3 {
+			c.RestartKilled(t)
+		}
+		p.cmd.Process.Kill()
+		<-p.done
+		p.done <- nil
+		r.drain(t)
+		p = start(t, stdout, "follow", "--config", cfg)
+	}
+	wg.Wait()
+	waitStreamFold(t, r, db, 90*time.Second)
+
+	// Every node down: lines can only wait in flusso-pg. Commits made now
+	// must not be confirmed (the broker acknowledged nothing), so after a
+	// SIGKILL and the cluster's return they still arrive.
+	for _, s := range c.Servers {
+		if s.Running() {
+			s.Kill(t)
+		}
+	}
+	before := slotLSN(t, db)
+	w.truncate = false
+	w.run(ctx, t, 20)
+	time.Sleep(3 * time.Second) // three status intervals: time to confirm, were it wrong
+	if after := slotLSN(t, db); after > before {
+		t.Errorf("the slot moved from %s to %s while no NATS node was up", before, after)
+	}
+	p.cmd.Process.Kill()
+	<-p.done
+	p.done <- nil
+	c.RestartKilled(t)
+	listen := "127.0.0.1:" + freePort(t)
+	p = start(t, stdout, "follow", "--config", cfg, "--listen", listen)
+
+	waitStreamFold(t, r, db, 90*time.Second)
+	t.Logf("the consumer read %d distinct lines", len(r.ids))
+	for id, n := range r.ids {
+		if n > 1 {
+			t.Errorf("message %s stored %d times: the replay was not de-duplicated", id, n)
+		}
+	}
+	if st, err := os.Stat(stdout); err != nil || st.Size() != 0 {
+		t.Errorf("stdout holds %v bytes with output.kind: jetstream, want none (err %v)", st.Size(), err)
+	}
+	resp, err := http.Get("http://" + listen + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{"flusso_jetstream_pending 0", "flusso_jetstream_degraded 0", "flusso_jetstream_publish_seconds_count"} {
+		if !strings.Contains(string(body), m) {
+			t.Errorf("/metrics lacks %q", m)
+		}
+	}
+	if strings.Contains(string(body), "flusso_jetstream_acks_total 0\n") || !strings.Contains(string(body), "flusso_jetstream_acks_total ") {
+		t.Errorf("/metrics shows no acknowledgement:\n%s", grepLines(string(body), "flusso_jetstream"))
+	}
+	if code := p.stop(t, syscall.SIGTERM, 15*time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM, want 0", code)
+	}
+	// A clean stop confirmed what the broker acknowledged: nothing is pending.
+	if lsn := slotLSN(t, db); lsn == 0 {
+		t.Fatal("the slot was never confirmed")
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// With output.kind: jetstream the stream acknowledges: an ack channel too
+// is refused, saying so.
+func TestFollowToJetStreamRefusesAckFile(t *testing.T) {
+	s := natstest.Start(t, natstest.Options{})
+	db := blog(t, 2, 5, 5)
+	dir := t.TempDir()
+	cfg := writeConfig(t, db, dir, fmt.Sprintf("output:\n  kind: jetstream\n  jetstream:\n    url: %s", s.URL()))
+	if err := os.WriteFile(filepath.Join(dir, "acks"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, filepath.Join(dir, "stdout"), "follow", "--config", cfg, "--ack-file", filepath.Join(dir, "acks"))
+	select {
+	case <-p.done:
+		p.done <- nil
+	case <-time.After(60 * time.Second):
+		t.Fatal("flusso-pg did not stop")
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 1 {
+		t.Errorf("exit code %d, want 1", code)
+	}
+	if !strings.Contains(p.stderr.String(), "with output.kind: jetstream the stream acknowledges") {
+		t.Errorf("stderr does not say why:\n%s", tailString(p.stderr.String(), 2000))
+	}
+}
