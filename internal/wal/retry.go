@@ -36,7 +36,7 @@ var (
 	// system identifier) or another database.
 	ErrServerChanged = errors.New("the state dir belongs to another server: point flusso-pg at the server it was following, or run with --resync to start over on this one")
 	// ErrPublicationMissing: the publication does not exist (it was dropped).
-	ErrPublicationMissing = errors.New("the publication does not exist (it was dropped?): create it again (flusso-pg provisions it on start) and run with --resync, since changes made while it was missing are not in the slot's stream")
+	ErrPublicationMissing = errors.New("the publication does not exist (it was dropped?): create it again (with source.provision: auto a restart does; otherwise run the CREATE PUBLICATION that `flusso-pg check` prints) and run with --resync, since changes made while it was missing are not in the slot's stream")
 	// ErrSlotInUse: another connection is streaming from the slot (DropSlot;
 	// Run waits for the slot instead).
 	ErrSlotInUse = errors.New("the replication slot is in use by another connection: stop the other flusso-pg first")
