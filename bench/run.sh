@@ -25,6 +25,8 @@ if [ "$SWEEP" != 0 ]; then
   echo "== throughput by transaction size and batch size ($SWEEP rows)"
   bash "$here/sweep.sh" "$SWEEP" | tee "$here/results/sweep.txt" || failed=1
 fi
+echo "== compact lines: bytes per line and CPU against the build before them (${COMPACT_REV:-3bee2a5})"
+bash "$here/compact.sh" "${COMPACT_REV:-3bee2a5}" 30000 150000 "$RUNS" | tee "$here/results/compact.txt" || failed=1
 echo "== outputs side by side: stdout, JetStream R1 and R3 (docs/s, batch-to-confirmable p50/p99)"
 (cd "$here/.." && go test -run '^$' -bench BenchmarkOutput -benchtime 300x -count "$RUNS" ./internal/jetstream/ 2>&1) \
   | tee "$here/results/jetstream.txt" | grep -E '^(Benchmark|ok|FAIL|---)' || failed=1

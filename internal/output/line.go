@@ -5,7 +5,8 @@
 //	{"index":"posts","op":"truncate","lsn":"0/16B37F0"}
 //
 // Lines are appended to a caller's buffer without an intermediate value tree:
-// the key and the document are the JSON Postgres built, copied once.
+// the key and the document are the JSON Postgres built, copied once without
+// the whitespace Postgres puts between tokens (AppendCompact).
 package output
 
 import (
@@ -25,7 +26,7 @@ const (
 func AppendUpsert(buf []byte, index string, key []byte, id string, lsn pglogrepl.LSN, doc []byte) []byte {
 	buf = appendHead(buf, index, OpUpsert, key, id, lsn)
 	buf = append(buf, `,"doc":`...)
-	buf = append(buf, doc...)
+	buf = AppendCompact(buf, doc)
 	return append(buf, "}\n"...)
 }
 
@@ -51,7 +52,7 @@ func appendHead(buf []byte, index, op string, key []byte, id string, lsn pglogre
 	buf = append(buf, `,"op":"`...)
 	buf = append(buf, op...)
 	buf = append(buf, `","key":`...)
-	buf = append(buf, key...)
+	buf = AppendCompact(buf, key)
 	buf = append(buf, `,"id":`...)
 	buf = AppendString(buf, id)
 	buf = append(buf, `,"lsn":"`...)
