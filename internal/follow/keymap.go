@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,9 +37,6 @@ type keyMap struct {
 	confirmed atomic.Uint64
 }
 
-// keyMapDir is where the map of slot lives in the state dir.
-func keyMapDir(stateDir, slot string) string { return filepath.Join(stateDir, slot+".keymap") }
-
 // prepareKeyMap decides, before the slot is opened, whether the key map
 // can be used as it is. It returns true when it cannot (missing, damaged,
 // built for another slot or config, its load never finished) while the
@@ -52,7 +48,7 @@ func (f *Follower) prepareKeyMap() (resync bool, err error) {
 	if err != nil || len(tables) == 0 {
 		return false, err
 	}
-	km := &keyMap{tables: tables, mapped: map[change.Table]bool{}, dir: keyMapDir(f.cfg.State.Dir, f.cfg.Source.Slot)}
+	km := &keyMap{tables: tables, mapped: map[change.Table]bool{}, dir: keymap.Dir(f.cfg.State.Dir, f.cfg.Source.Slot)}
 	var names []string
 	for _, t := range tables {
 		km.mapped[t.Table] = true
