@@ -2,7 +2,9 @@ package follow_test
 
 import (
 	"context"
+	"io"
 	"math/rand"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,10 +85,25 @@ func TestKeyMapDefaultIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := len(readLines(t, out))
-	p = start(t, out, "follow", "--config", cfg)
+	addr := "127.0.0.1:" + freePort(t)
+	p = start(t, out, "follow", "--config", cfg, "--listen", addr)
 	waitFold(t, db, out, 60*time.Second)
 	db.Exec(t, moves) // through the rebuilt map
 	waitFold(t, db, out, 30*time.Second)
+	// TRUNCATE clears comments' entries: 40 new comments are all it holds,
+	// and their moves resolve through it.
+	db.Exec(t, `TRUNCATE comments; INSERT INTO comments SELECT g, (SELECT min(id) FROM posts), 1, 'again', 1, now() FROM generate_series(1, 40) g`)
+	db.Exec(t, moves)
+	waitFold(t, db, out, 30*time.Second)
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "\nflusso_keymap_entries 35\n") || !strings.Contains(string(body), "\nflusso_keymap_bytes ") {
+		t.Errorf("/metrics after the truncate, 40 inserts and 5 deletes: want flusso_keymap_entries 35 and flusso_keymap_bytes:\n%s", grepLines(string(body), "flusso_keymap"))
+	}
 	log := p.stderr.String()
 	if !strings.Contains(log, "the key map cannot be trusted") || !strings.Contains(log, "no key map in") {
 		t.Fatalf("the rebuild does not say why:\n%s", tailString(log, 3000))
