@@ -220,8 +220,25 @@ func (f *Follower) fill(txn *wal.Txn, rows []change.Row) error {
 		if err := km.batch.Fill(&rows[i]); err != nil {
 			return fmt.Errorf("transaction %d (commit %s): key map: %w", txn.Xid, txn.CommitLSN, err)
 		}
+		sameAsNew(&rows[i])
 	}
 	return nil
+}
+
+// sameAsNew gives an UPDATE's old values that neither the server nor the
+// map sent (columns outside the key and the map's join columns) the new
+// ones. Resolution reads only the key and OldTupleColumns of an old row,
+// which the map filled; a Missing value elsewhere would only make it look
+// the row up again by key, one query per batch, for nothing.
+func sameAsNew(r *change.Row) {
+	if r.Op != change.Update || r.Old == nil {
+		return
+	}
+	for i := range r.Old {
+		if r.Old[i].Missing && i < len(r.New) && !r.New[i].Missing {
+			r.Old[i] = r.New[i]
+		}
+	}
 }
 
 // commitKeyMap commits the transaction's batch (before any of its lines is
