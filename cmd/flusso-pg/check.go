@@ -60,6 +60,7 @@ Exit code 0 when ready, 1 when not.`,
 					report.Add(provision.Finding{Check: provision.CheckCatalog, Status: provision.Fail,
 						Message: fmt.Sprintf("could not read the catalog for the indexes: %v", compileErr)})
 				}
+				keyMapSize(cfg, problems)
 				report.AddProblems(problems)
 				standbys, _ := cmd.Flags().GetStringArray("standby")
 				for _, dsn := range standbys {

@@ -44,8 +44,21 @@ column). Paste a statement into psql with EXPLAIN ANALYZE to see its plan.`,
 					ix.Name(), ix.Root(), strings.Join(ix.KeyColumns(), ", "), ix.DocumentSQL())
 				fmt.Fprintf(out, "-- index %s: backfill scan, keys after ($1..) up to (..), LIMIT $n\n%s;\n\n", ix.Name(), ix.ScanSQL())
 			}
+			mapped, err := plan.KeyMapTables()
+			if err != nil {
+				return err
+			}
+			byTable := map[string]build.KeyMapTable{}
+			for _, m := range mapped {
+				byTable[m.Table.String()] = m
+			}
 			for _, t := range plan.Tables() {
-				fmt.Fprintf(out, "-- table %s: resolution\n%s\n", t, plan.ResolveSQL(t))
+				fmt.Fprintf(out, "-- table %s: resolution\n", t)
+				if m, ok := byTable[t.String()]; ok {
+					fmt.Fprintf(out, "-- old %s of a DELETE or UPDATE: through the key map (key %s; its replica identity sends only the key)\n",
+						strings.Join(m.Join, ", "), strings.Join(m.Key, ", "))
+				}
+				fmt.Fprintf(out, "%s\n", plan.ResolveSQL(t))
 			}
 			return nil
 		},

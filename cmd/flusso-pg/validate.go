@@ -8,6 +8,7 @@ import (
 
 	"github.com/flusso-pg/flusso-pg/internal/build"
 	"github.com/flusso-pg/flusso-pg/internal/config"
+	"github.com/flusso-pg/flusso-pg/internal/keymap"
 )
 
 func newValidateCmd() *cobra.Command {
@@ -35,6 +36,7 @@ Exit code 1 when any problem is an error.`,
 			if err != nil {
 				return err
 			}
+			keyMapSize(cfg, problems)
 			out := cmd.OutOrStdout()
 			if asJSON {
 				if problems == nil {
@@ -61,6 +63,23 @@ Exit code 1 when any problem is an error.`,
 	}
 	cmd.Flags().Bool("json", false, "print the problems as JSON")
 	return cmd
+}
+
+// keyMapSize adds to each key_map line what the map in the state dir
+// takes, or that the first follow builds it.
+func keyMapSize(cfg *config.Config, problems []build.Problem) {
+	dir := keymap.Dir(cfg.State.Dir, cfg.Source.Slot)
+	size, ok := keymap.DiskBytes(dir)
+	for i := range problems {
+		if problems[i].Code != "key_map" {
+			continue
+		}
+		if ok {
+			problems[i].Message += fmt.Sprintf(" (the map in %s takes %.1f MiB on disk; flusso_keymap_entries counts its rows)", dir, float64(size)/(1<<20))
+		} else {
+			problems[i].Message += fmt.Sprintf(" (no map in %s yet: follow builds it from the slot's snapshot with the backfill)", dir)
+		}
+	}
 }
 
 // compilePlan connects to the source and compiles the config against its catalog.

@@ -20,6 +20,7 @@ type Plan struct {
 	occurs  map[change.Table][]*occurrence // per table: every place an index reads it
 	tables  []change.Table
 	resolve map[change.Table]*resolver
+	keyMap  bool // capture.key_map: auto (keymap.go)
 }
 
 // Index is one compiled index: one document per row of its root table.
@@ -162,8 +163,8 @@ func NewPlan(cat *Catalog, cfg *config.Config) (*Plan, []Problem) {
 // newPlan is NewPlan that also returns the indexes' trees as far as they
 // could be compiled, even when there are errors.
 func newPlan(cat *Catalog, cfg *config.Config) (*Plan, []*Index, []Problem) {
-	c := &compiler{cat: cat}
-	p := &Plan{Catalog: cat}
+	c := &compiler{cat: cat, keyMap: cfg.Capture.KeyMapOn()}
+	p := &Plan{Catalog: cat, keyMap: c.keyMap}
 	for i := range cfg.Indexes {
 		ixc := &cfg.Indexes[i]
 		ix := &Index{cfg: ixc, ord: len(p.Indexes)}
@@ -297,6 +298,7 @@ type compiler struct {
 	cat      *Catalog
 	index    string
 	problems []Problem
+	keyMap   bool // capture.key_map: auto (keymap.go)
 }
 
 func (c *compiler) root(ixc *config.Index) *node {

@@ -138,6 +138,9 @@ func (c *compiler) childIdentity(path string, t *TableInfo, cols []string) {
 			return // one verdict per table and index: the fix is the same
 		}
 	}
+	if c.keyMapped(path, t, cols) {
+		return
+	}
 	var why string
 	switch {
 	case t.ReplicaIdentity == IdentityNothing:

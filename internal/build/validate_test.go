@@ -49,6 +49,11 @@ func TestValidateMessages(t *testing.T) {
     table: public.posts
     relations:
       - {name: n, table: public.notes, kind: has_many, join: {id: post_id}}`, "replica_identity", "error", []string{"public.notes", "DEFAULT", "post_id", "stale", "ALTER TABLE public.notes REPLICA IDENTITY FULL;"}},
+		{"key map covers a child", `
+  - name: x
+    table: public.posts
+    relations:
+      - {name: n, table: public.notes, kind: has_many, join: {id: post_id}}`, "key_map", "info", []string{"public.notes", "DEFAULT", "sends only id", "post_id", "key map"}},
 		{"replica identity nothing", `
   - name: x
     table: public.nothing`, "replica_identity", "error", []string{"public.nothing", "NOTHING", "ALTER TABLE public.nothing REPLICA IDENTITY FULL;"}},
@@ -65,7 +70,11 @@ func TestValidateMessages(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			p, problems, err := Compile(ctxT(t), db.Pool, parseConfig(t, "indexes:"+c.config+"\n"))
+			pre := "" // capture.key_map: auto, the default
+			if c.code == "replica_identity" {
+				pre = "capture:\n  key_map: off\n"
+			}
+			p, problems, err := Compile(ctxT(t), db.Pool, parseConfig(t, pre+"indexes:"+c.config+"\n"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -124,7 +133,7 @@ func TestValidateAllAtOnce(t *testing.T) {
 func TestCatalogRefresh(t *testing.T) {
 	db, _ := loadBlog(t, "1", "1", "1")
 	db.Exec(t, "ALTER TABLE comments REPLICA IDENTITY DEFAULT")
-	cfg := parseConfig(t, readFile(t, workload(t, "flusso.yaml"))[strings.Index(readFile(t, workload(t, "flusso.yaml")), "indexes:"):])
+	cfg := parseConfig(t, "capture:\n  key_map: off\n"+readFile(t, workload(t, "flusso.yaml"))[strings.Index(readFile(t, workload(t, "flusso.yaml")), "indexes:"):])
 	cat, err := LoadCatalog(ctxT(t), db.Pool, ConfigTables(cfg))
 	if err != nil {
 		t.Fatal(err)

@@ -93,7 +93,20 @@ type Capture struct {
 	// default the spill folder of the state dir (not /tmp, which a read-only
 	// root file system forbids).
 	SpillDir string
+	// KeyMap is auto (a table whose replica identity does not send the old
+	// columns the plan needs resolves them through the key map in state.dir,
+	// docs/keymap.md) or off (such a table needs REPLICA IDENTITY FULL).
+	KeyMap string
 }
+
+// Key map modes (capture.key_map).
+const (
+	KeyMapAuto = "auto"
+	KeyMapOff  = "off"
+)
+
+// KeyMapOn reports whether the key map may be used (capture.key_map: auto).
+func (c *Capture) KeyMapOn() bool { return c.KeyMap != KeyMapOff }
 
 // Index is one search index: one document per row of Table.
 type Index struct {

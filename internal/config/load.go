@@ -60,6 +60,7 @@ var scalarKeys = map[string]any{
 	"capture.coalesce":        DefaultCoalesce.String(),
 	"capture.batch_size":      DefaultBatchSize,
 	"capture.spill_dir":       "", // the state dir's spill folder
+	"capture.key_map":         KeyMapAuto,
 }
 
 // Defaults returns the default of every key outside indexes, as the
@@ -320,6 +321,7 @@ func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string)
 	} else {
 		cfg.Capture.StatusInterval = dur
 	}
+	cfg.Capture.KeyMap = strings.ToLower(strings.TrimSpace(v.GetString("capture.key_map")))
 	if dur, err := time.ParseDuration(strings.TrimSpace(v.GetString("capture.coalesce"))); err != nil || dur < 0 || dur > time.Second {
 		errs = append(errs, fmt.Sprintf("%s: %q is not a duration from 0 (off) to 1s, such as 1ms", name("capture.coalesce"), v.GetString("capture.coalesce")))
 	} else {

@@ -34,7 +34,7 @@ func TestDefaults(t *testing.T) {
 		State:    State{Dir: DefaultStateDir},
 		Log:      Log{Level: "info", Format: "console"},
 		Backfill: Backfill{Workers: runtime.NumCPU(), BatchSize: DefaultBatchSize},
-		Capture:  Capture{MemoryBudget: DefaultMemoryBudget, StatusInterval: DefaultStatusInterval, Coalesce: DefaultCoalesce, BatchSize: DefaultBatchSize, SpillDir: DefaultStateDir + "/spill"},
+		Capture:  Capture{MemoryBudget: DefaultMemoryBudget, StatusInterval: DefaultStatusInterval, Coalesce: DefaultCoalesce, BatchSize: DefaultBatchSize, SpillDir: DefaultStateDir + "/spill", KeyMap: KeyMapAuto},
 	}
 	cfg.Indexes = nil
 	if !reflect.DeepEqual(*cfg, want) {
@@ -64,6 +64,7 @@ capture:
   status_interval: 2s
   coalesce: 500us
   batch_size: 250
+  key_map: OFF
 ` + validIndex))
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +76,7 @@ capture:
 		State:    State{Dir: "/var/lib/flusso-pg"},
 		Log:      Log{Level: "debug", Format: "json"},
 		Backfill: Backfill{Workers: 4, BatchSize: 1000},
-		Capture:  Capture{MemoryBudget: 64 << 20, StatusInterval: 2 * time.Second, Coalesce: 500 * time.Microsecond, BatchSize: 250, SpillDir: "/var/lib/flusso-pg/spill"},
+		Capture:  Capture{MemoryBudget: 64 << 20, StatusInterval: 2 * time.Second, Coalesce: 500 * time.Microsecond, BatchSize: 250, SpillDir: "/var/lib/flusso-pg/spill", KeyMap: KeyMapOff},
 	}
 	if !reflect.DeepEqual(*cfg, want) {
 		t.Errorf("\n got %+v\nwant %+v", *cfg, want)

@@ -34,6 +34,11 @@ func (c *Config) validate(label func(path string) string) error {
 	default:
 		v.add("source.provision", "%q is not one of auto, check, off", c.Source.Provision)
 	}
+	switch c.Capture.KeyMap {
+	case KeyMapAuto, KeyMapOff, "":
+	default:
+		v.add("capture.key_map", "%q is not one of auto, off", c.Capture.KeyMap)
+	}
 	switch c.Source.Failover {
 	case FailoverAuto, FailoverOn, FailoverOff, "":
 	default:

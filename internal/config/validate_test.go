@@ -521,6 +521,11 @@ indexes:
 			want: []string{`source.provision: "sometimes" is not one of auto, check, off`},
 		},
 		{
+			name: "bad key map",
+			yaml: "capture:\n  key_map: on\n" + validIndex,
+			want: []string{`capture.key_map: "on" is not one of auto, off`},
+		},
+		{
 			name: "bad slot name",
 			yaml: "source:\n  slot: Flusso-App\n" + validIndex,
 			want: []string{`source.slot: "Flusso-App" is not a valid slot name`},

@@ -28,6 +28,10 @@ func (f *Follower) backfill(ctx context.Context, bf *snapshot.Backfill, start *w
 	if start.Created {
 		snap = snapshot.Snapshot{Name: start.SnapshotName, LSN: start.ConsistentPoint}
 	}
+	if err := f.loadKeyMap(ctx, start); err != nil {
+		f.capture.ReleaseSnapshot()
+		return fmt.Errorf("backfill: load the key map (the next start recreates the slot and loads it again): %w", err)
+	}
 	err := f.retry(ctx, stageBackfill, func(ctx context.Context) error {
 		err := bf.Run(ctx, snap, f.capture.ReleaseSnapshot)
 		// A second run cannot import the slot's snapshot: the replication

@@ -54,6 +54,7 @@ type Follower struct {
 	confirmer *confirmer
 	em        *emitter
 	batch     int
+	km        *keyMap // nil when no table needs the key map (keymap.go)
 }
 
 // New prepares a follower; Run does the work.

@@ -60,6 +60,10 @@ func (f *Follower) open(ctx context.Context) (*wal.Start, error) {
 	if err != nil {
 		return nil, err
 	}
+	resync, err := f.prepareKeyMap()
+	if err != nil {
+		return nil, err
+	}
 	if f.out, err = f.openSink(ctx); err != nil {
 		return nil, err
 	}
@@ -69,13 +73,13 @@ func (f *Follower) open(ctx context.Context) (*wal.Start, error) {
 		Slot:           f.cfg.Source.Slot,
 		Publication:    f.cfg.Source.Publication,
 		Tables:         f.plan.CaptureColumns(),
-		OldColumns:     f.plan.OldTupleColumns(),
+		OldColumns:     f.oldColumns(),
 		MemoryBudget:   f.cfg.Capture.MemoryBudget,
 		TempDir:        f.cfg.Capture.SpillDir,
 		StatusInterval: f.cfg.Capture.StatusInterval,
 		Coalesce:       coalesce(f.cfg.Capture.Coalesce),
 		Store:          f.store,
-		Resync:         f.opts.Resync,
+		Resync:         f.opts.Resync || resync,
 		Failover:       f.cfg.Source.Failover,
 		PrimaryDSN:     f.cfg.Source.PrimaryDSN,
 		Health:         f.health,
@@ -90,10 +94,16 @@ func (f *Follower) open(ctx context.Context) (*wal.Start, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := f.startKeyMap(start); err != nil {
+		return nil, err
+	}
 	// Confirmed on acknowledgements: the reader's (--ack-fd) or the
 	// broker's (JetStream, whose watermark feeds confirmer.ack).
 	f.confirmer = newConfirmer(f.em.acks || f.pub != nil, func(lsn pglogrepl.LSN) {
 		f.capture.Confirm(lsn)
+		if f.km != nil {
+			f.km.confirmed.Store(uint64(lsn))
+		}
 		f.metrics.ConfirmedLSN.Set(float64(lsn))
 	})
 	return start, nil
@@ -102,6 +112,7 @@ func (f *Follower) open(ctx context.Context) (*wal.Start, error) {
 // close closes what open opened, in reverse; an output error that is not
 // the reader's leaving becomes Run's error when it has none.
 func (f *Follower) close(err *error) {
+	f.closeKeyMap()
 	if f.capture != nil {
 		f.capture.Close()
 	}

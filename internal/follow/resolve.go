@@ -17,9 +17,15 @@ func (f *Follower) collect(ctx context.Context, g *group, txn *wal.Txn, spill in
 	g.txns++
 	var inner error // an error of the work below, not of reading the rows
 	err := txn.Each(f.batch, func(rows []change.Row) error {
+		if inner = f.fill(txn, rows); inner != nil {
+			return inner
+		}
 		inner = f.resolve(ctx, g, txn, rows, spill)
 		return inner
 	})
+	if cerr := f.commitKeyMap(err == nil); err == nil {
+		err = cerr
+	}
 	if err != nil && inner == nil {
 		// Reading a spilled transaction back from its local file failed:
 		// running the group again would read the same file.

@@ -128,6 +128,10 @@ func (f *Follower) finish(ctx context.Context, g *group, started time.Time) erro
 	if !g.last.CommitTime.IsZero() {
 		f.metrics.LagSeconds.Set(time.Since(g.last.CommitTime).Seconds())
 	}
+	// The key map is durable up to the group's end before it can be confirmed.
+	if err := f.syncKeyMap(); err != nil {
+		return err
+	}
 	f.confirmer.flushed(need, g.last.EndLSN)
 	return nil
 }

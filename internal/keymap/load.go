@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/jackc/pglogrepl"
@@ -112,4 +114,23 @@ func (m *Map) FinishLoad(lsn pglogrepl.LSN) error {
 	m.lsn, m.durable = uint64(lsn), uint64(lsn)
 	m.mu.Unlock()
 	return nil
+}
+
+// Dir is where the map of slot lives in stateDir.
+func Dir(stateDir, slot string) string { return filepath.Join(stateDir, slot+".keymap") }
+
+// DiskBytes is the space the files of the map in dir take, read without
+// opening it (a running follow holds it): 0 and false when there is none.
+func DiskBytes(dir string) (int64, bool) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, false
+	}
+	var n int64
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && !info.IsDir() {
+			n += info.Size()
+		}
+	}
+	return n, len(entries) > 0
 }

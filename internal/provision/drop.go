@@ -13,6 +13,7 @@ import (
 
 	"github.com/flusso-pg/flusso-pg/internal/change"
 	"github.com/flusso-pg/flusso-pg/internal/config"
+	"github.com/flusso-pg/flusso-pg/internal/keymap"
 	"github.com/flusso-pg/flusso-pg/internal/state"
 )
 
@@ -56,6 +57,9 @@ func PlanDrop(ctx context.Context, q Conn, cfg *config.Config, store *state.Stor
 		if _, err := os.Stat(filepath.Join(store.Dir, store.Slot+"."+r+".json")); err == nil {
 			p.Records = append(p.Records, r)
 		}
+	}
+	if _, err := os.Stat(keymap.Dir(store.Dir, store.Slot)); err == nil {
+		p.Records = append(p.Records, "keymap")
 	}
 	return p, nil
 }
@@ -107,7 +111,8 @@ func (p *DropPlan) Describe() []string {
 }
 
 // Drop removes the slot, the publication when flusso-pg created it, and
-// the slot's state records (identity, backfill progress, publication). It
+// the slot's state records (identity, backfill progress, publication, the
+// key map). It
 // returns what it did, one line each.
 func Drop(ctx context.Context, q Conn, p *DropPlan, store *state.Store, log *zap.Logger) ([]string, error) {
 	log = log.With(zap.String("component", "provision"))
@@ -141,6 +146,9 @@ func Drop(ctx context.Context, q Conn, p *DropPlan, store *state.Store, log *zap
 		if err := store.Remove(r); err != nil {
 			return done, fmt.Errorf("remove state record %s: %w", r, err)
 		}
+	}
+	if err := os.RemoveAll(keymap.Dir(store.Dir, store.Slot)); err != nil {
+		return done, fmt.Errorf("remove the key map: %w", err)
 	}
 	if len(p.Records) > 0 {
 		done = append(done, fmt.Sprintf("removed the state records of slot %s from %s", p.slotName, store.Dir))

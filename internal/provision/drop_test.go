@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/flusso-pg/flusso-pg/internal/config"
+	"github.com/flusso-pg/flusso-pg/internal/keymap"
 	"github.com/flusso-pg/flusso-pg/internal/pgtest"
 	"github.com/flusso-pg/flusso-pg/internal/state"
 )
@@ -90,8 +92,12 @@ func TestDropCreatedPublication(t *testing.T) {
 		}
 	}
 
+	kmDir := keymap.Dir(f.store.Dir, f.store.Slot)
+	if err := os.MkdirAll(kmDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	p := f.planDrop(t)
-	if p.Nothing() || p.Slot == nil || !p.PublicationCreated || len(p.Records) != 3 {
+	if p.Nothing() || p.Slot == nil || !p.PublicationCreated || len(p.Records) != 4 || p.Records[3] != "keymap" {
 		t.Fatalf("plan %+v", p)
 	}
 	desc := strings.Join(p.Describe(), "\n")
@@ -111,6 +117,9 @@ func TestDropCreatedPublication(t *testing.T) {
 		if ok, _ := f.store.Load(r, &map[string]any{}); ok {
 			t.Errorf("state record %s still there", r)
 		}
+	}
+	if _, err := os.Stat(kmDir); !os.IsNotExist(err) {
+		t.Errorf("the key map %s is still there after drop: %v", kmDir, err)
 	}
 	if p := f.planDrop(t); !p.Nothing() {
 		t.Fatalf("after drop, plan %+v is not empty", p)

@@ -278,10 +278,21 @@ func TestCheckReplicaIdentity(t *testing.T) {
 	f.db.Exec(t, "INSERT INTO posts VALUES (1, 1, 'a'); UPDATE posts SET title = 'b'; DELETE FROM posts")
 
 	// DEFAULT identity (the primary key id) does not carry comments.post_id:
-	// build says FULL is needed, and check shows it.
+	// with capture.key_map: auto, build says the key map resolves it (info);
+	// with off, that FULL is needed, and check shows it.
 	f.db.Exec(t, "ALTER TABLE comments REPLICA IDENTITY DEFAULT")
 	r = f.inspect(t)
 	none(t, r, CheckReplicaIdentity, "public.comments")
+	_, problems, err = build.Compile(context.Background(), f.conn, f.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.AddProblems(problems)
+	want(t, r, "key_map", "public.comments", Info, "REPLICA IDENTITY DEFAULT sends only id in the old row, not post_id: a DELETE or an UPDATE that changes post_id finds its old document through the key map", "")
+	none(t, r, "replica_identity", "public.comments")
+	f.cfg.Capture.KeyMap = config.KeyMapOff
+	defer func() { f.cfg.Capture.KeyMap = config.KeyMapAuto }()
+	r = f.inspect(t)
 	_, problems, err = build.Compile(context.Background(), f.conn, f.cfg)
 	if err != nil {
 		t.Fatal(err)
