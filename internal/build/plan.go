@@ -90,6 +90,32 @@ func (ix *Index) KeyTypes() []string { return ix.keyType }
 // Config is the index's configuration.
 func (ix *Index) Config() *config.Index { return ix.cfg }
 
+// Tables lists every table the index reads (its tree's tables and join
+// tables), each once, root first.
+func (ix *Index) Tables() []change.Table {
+	var out []change.Table
+	add := func(t change.Table) {
+		for _, u := range out {
+			if u == t {
+				return
+			}
+		}
+		out = append(out, t)
+	}
+	var walk func(n *node)
+	walk = func(n *node) {
+		add(n.info.Table)
+		if n.through != nil {
+			add(n.through.Table)
+		}
+		for _, ch := range n.children {
+			walk(ch)
+		}
+	}
+	walk(ix.root)
+	return out
+}
+
 // DocumentSQL is the statement Build runs: $1.. are one text[] per key column.
 func (ix *Index) DocumentSQL() string { return ix.docSQL }
 

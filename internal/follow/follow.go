@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
@@ -54,6 +55,11 @@ type Follower struct {
 	confirmer *confirmer
 	em        *emitter
 	batch     int
+
+	// lineLSN is the commit LSN of the last group written (the slot's
+	// position before the first): where an inline rebuild's lines go.
+	lineLSN pglogrepl.LSN
+	parts   map[string]string // per index, the partitions it was last rebuilt with (partitions.go)
 }
 
 // New prepares a follower; Run does the work.
@@ -122,6 +128,13 @@ func (f *Follower) pipeline(ctx context.Context, g *errgroup.Group, s *stopper, 
 		return err
 	}
 	f.startSink(g, ctx)
+	f.lineLSN = start.Confirmed
+	if err := f.loadPartitions(now); err != nil {
+		if s.stopped() {
+			return nil
+		}
+		return err
+	}
 	bf := f.newBackfill(ctx, start)
 	if acks != nil {
 		// Read acknowledgements from the start: the reader may open its end

@@ -52,6 +52,13 @@ func (f *Follower) stream(ctx context.Context, stop <-chan struct{}) error {
 // are already waiting (flusso-pg is behind), and writes their documents.
 func (f *Follower) loop(ctx context.Context, stop <-chan struct{}, txns <-chan []*wal.Txn) error {
 	spill := max(f.batch*20, 10000)
+	// Partitions changed while flusso-pg was stopped, or during the
+	// backfill, are rebuilt first; then every few seconds (partitions.go).
+	if err := f.checkPartitions(ctx); err != nil {
+		return err
+	}
+	parts := time.NewTicker(f.partitionEvery())
+	defer parts.Stop()
 	for {
 		var held []*wal.Txn
 		select {
@@ -59,6 +66,11 @@ func (f *Follower) loop(ctx context.Context, stop <-chan struct{}, txns <-chan [
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-parts.C:
+			if err := f.checkPartitions(ctx); err != nil {
+				return err
+			}
+			continue
 		case held = <-txns:
 		}
 		started := time.Now()
@@ -129,6 +141,7 @@ func (f *Follower) finish(ctx context.Context, g *group, started time.Time) erro
 		f.metrics.LagSeconds.Set(time.Since(g.last.CommitTime).Seconds())
 	}
 	f.confirmer.flushed(need, g.last.EndLSN)
+	f.lineLSN = max(f.lineLSN, g.last.CommitLSN)
 	return nil
 }
 

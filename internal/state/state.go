@@ -102,6 +102,7 @@ const (
 	IdentityRecord    = "identity"
 	BackfillRecord    = "backfill"
 	PublicationRecord = "publication"
+	PartitionsRecord  = "partitions"
 )
 
 // Identity ties the progress in the state dir to one server and one slot.
