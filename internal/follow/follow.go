@@ -60,6 +60,10 @@ type Follower struct {
 	// position before the first): where an inline rebuild's lines go.
 	lineLSN pglogrepl.LSN
 	parts   map[string]string // per index, the partitions it was last rebuilt with (partitions.go)
+	// columns of the tables the indexes read, as the plan was compiled
+	// with them (schema.go); columnsRead is false until the first check
+	columns     string
+	columnsRead bool
 }
 
 // New prepares a follower; Run does the work.

@@ -52,9 +52,10 @@ func (f *Follower) stream(ctx context.Context, stop <-chan struct{}) error {
 // are already waiting (flusso-pg is behind), and writes their documents.
 func (f *Follower) loop(ctx context.Context, stop <-chan struct{}, txns <-chan []*wal.Txn) error {
 	spill := max(f.batch*20, 10000)
-	// Partitions changed while flusso-pg was stopped, or during the
-	// backfill, are rebuilt first; then every few seconds (partitions.go).
-	if err := f.checkPartitions(ctx); err != nil {
+	// Partitions or default columns changed while flusso-pg was stopped,
+	// or during the backfill, are rebuilt first; then every few seconds
+	// (partitions.go, schema.go).
+	if err := f.checkCatalog(ctx); err != nil {
 		return err
 	}
 	parts := time.NewTicker(f.partitionEvery())
@@ -67,7 +68,7 @@ func (f *Follower) loop(ctx context.Context, stop <-chan struct{}, txns <-chan [
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-parts.C:
-			if err := f.checkPartitions(ctx); err != nil {
+			if err := f.checkCatalog(ctx); err != nil {
 				return err
 			}
 			continue
@@ -114,10 +115,10 @@ func (f *Follower) process(ctx context.Context, txns []*wal.Txn, spill int, star
 		g := newGroup()
 		for _, txn := range txns {
 			if err := f.collect(ctx, g, txn, spill); err != nil {
-				return err
+				return f.replanned(ctx, err)
 			}
 		}
-		return f.finish(ctx, g, started)
+		return f.replanned(ctx, f.finish(ctx, g, started))
 	})
 }
 
