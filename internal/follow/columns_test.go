@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +19,33 @@ const columnsReference = `
 SELECT p.id::text, (to_jsonb(p) || jsonb_build_object('comments',
   coalesce((SELECT jsonb_agg(jsonb_build_object('id', c.id, 'body', c.body) ORDER BY c.id) FROM comments c WHERE c.post_id = p.id), '[]')))::text
 FROM posts p`
+
+// columnsConfig: posts with its columns left to the default and its
+// comments with two listed.
+func columnsConfig(t *testing.T, db *pgtest.DB, dir, provision string) string {
+	t.Helper()
+	yaml := fmt.Sprintf(`source: {dsn: %q, slot: %s, publication: pub_%s, provision: %s}
+state: {dir: %s}
+capture: {status_interval: 200ms}
+indexes:
+  - name: posts
+    table: public.posts
+    relations:
+      - {name: comments, table: public.comments, kind: has_many, join: {id: post_id}, columns: [id, body]}
+`, db.DSN, db.Name, db.Name, provision, filepath.Join(dir, "state"))
+	cfg := filepath.Join(dir, "flusso.yaml")
+	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+const columnsSchema = `CREATE TABLE posts (id int PRIMARY KEY, title text);
+	INSERT INTO posts SELECT g, 'p' || g FROM generate_series(1, 8) g;
+	CREATE TABLE comments (id int PRIMARY KEY, post_id int, body text);
+	ALTER TABLE comments REPLICA IDENTITY FULL;
+	INSERT INTO comments SELECT g, g % 8 + 1, 'c' || g FROM generate_series(1, 20) g;
+	CREATE TABLE other (id int PRIMARY KEY)`
 
 func waitColumnsFold(t *testing.T, db *pgtest.DB, out, step string) {
 	t.Helper()
@@ -53,25 +81,10 @@ func waitColumnsFold(t *testing.T, db *pgtest.DB, out, step string) {
 // stopped backfills the index again at the next start.
 func TestFollowDefaultColumnsThatChangeRebuild(t *testing.T) {
 	db := pgtest.NewDB(t)
-	db.Exec(t, `CREATE TABLE posts (id int PRIMARY KEY, title text);
-		INSERT INTO posts SELECT g, 'p' || g FROM generate_series(1, 8) g;
-		CREATE TABLE comments (id int PRIMARY KEY, post_id int, body text);
-		ALTER TABLE comments REPLICA IDENTITY FULL;
-		INSERT INTO comments SELECT g, g % 8 + 1, 'c' || g FROM generate_series(1, 20) g;
-		CREATE TABLE other (id int PRIMARY KEY)`)
+	db.Exec(t, columnsSchema)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out.ndjson")
-	yaml := fmt.Sprintf(`source: {dsn: %q, slot: %s, publication: pub_%s}
-state: {dir: %s}
-capture: {status_interval: 200ms}
-indexes:
-  - name: posts
-    table: public.posts
-    relations:
-      - {name: comments, table: public.comments, kind: has_many, join: {id: post_id}, columns: [id, body]}
-`, db.DSN, db.Name, db.Name, filepath.Join(dir, "state"))
-	cfg := filepath.Join(dir, "flusso.yaml")
-	os.WriteFile(cfg, []byte(yaml), 0o644)
+	cfg := columnsConfig(t, db, dir, "auto")
 	p := start(t, out, "follow", "--config", cfg)
 	waitColumnsFold(t, db, out, "the backfill")
 
@@ -123,4 +136,54 @@ indexes:
 		t.Fatalf("after a plain restart: lines %v, want none", ops)
 	}
 	p.stop(t, syscall.SIGTERM, 10*time.Second)
+}
+
+// A table someone removed from the publication: under provision auto it is
+// added back, and the index that reads it is rebuilt inline (the changes
+// made meanwhile never arrived): the fold equals the document query and
+// the stream goes on. Under provision off the clear stop names the fix.
+func TestFollowTableBackInThePublication(t *testing.T) {
+	db := pgtest.NewDB(t)
+	db.Exec(t, columnsSchema)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.ndjson")
+	cfg := columnsConfig(t, db, dir, "auto")
+	p := start(t, out, "follow", "--config", cfg)
+	waitColumnsFold(t, db, out, "the backfill")
+	n := len(readLines(t, out))
+	pub := "pub_" + db.Name
+	db.Exec(t, "ALTER PUBLICATION "+pub+" DROP TABLE comments")
+	db.Exec(t, "DELETE FROM comments WHERE id <= 5; INSERT INTO comments VALUES (200, 3, 'while out')")
+	waitColumnsFold(t, db, out, "the table back in the publication")
+	if ops := opsSince(t, out, n); !reflect.DeepEqual(ops, []string{"posts:rebuild_start", "posts:rebuild_done"}) {
+		t.Fatalf("lines %v, want one rebuild of posts", ops)
+	}
+	var back bool
+	db.Pool.QueryRow(t.Context(), "SELECT EXISTS (SELECT FROM pg_publication_tables WHERE pubname = $1 AND tablename = 'comments')", pub).Scan(&back)
+	if !back {
+		t.Fatal("comments is not back in the publication")
+	}
+	db.Exec(t, "INSERT INTO comments VALUES (201, 4, 'after')")
+	waitColumnsFold(t, db, out, "a change after it")
+	p.stop(t, syscall.SIGTERM, 10*time.Second)
+
+	cfg = columnsConfig(t, db, dir, "off")
+	p = start(t, out, "follow", "--config", cfg)
+	db.Exec(t, "UPDATE posts SET title = 'x' WHERE id = 1")
+	waitColumnsFold(t, db, out, "a restart")
+	db.Exec(t, "ALTER PUBLICATION "+pub+" DROP TABLE comments")
+	select {
+	case err := <-p.done:
+		p.done <- err // the cleanup waits for it too
+	case <-time.After(20 * time.Second):
+		t.Fatal("provision off: follow did not stop when comments left the publication")
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code == 0 {
+		t.Fatal("provision off: exit code 0")
+	}
+	for _, want := range []string{"no longer publishes table public.comments", "ALTER PUBLICATION " + pub + " ADD TABLE public.comments"} {
+		if !strings.Contains(p.stderr.String(), want) {
+			t.Fatalf("provision off: stderr lacks %q:\n%s", want, tailString(p.stderr.String(), 2000))
+		}
+	}
 }

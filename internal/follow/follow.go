@@ -64,6 +64,7 @@ type Follower struct {
 	// with them (schema.go); columnsRead is false until the first check
 	columns     string
 	columnsRead bool
+	rebuilds    rebuilds // recorded by the publication watcher (readd.go)
 }
 
 // New prepares a follower; Run does the work.
@@ -133,6 +134,9 @@ func (f *Follower) pipeline(ctx context.Context, g *errgroup.Group, s *stopper, 
 	}
 	f.startSink(g, ctx)
 	f.lineLSN = start.Confirmed
+	if err := f.loadRebuilds(); err != nil {
+		return err
+	}
 	if err := f.loadPartitions(now); err != nil {
 		if s.stopped() {
 			return nil

@@ -104,8 +104,12 @@ func (f *Follower) checkSchema(ctx context.Context) error {
 }
 
 // checkCatalog rebuilds what the WAL cannot vouch for: indexes whose
-// default columns or whose partitions changed.
+// default columns or whose partitions changed, and those reading a table
+// back in the publication.
 func (f *Follower) checkCatalog(ctx context.Context) error {
+	if err := f.runRebuilds(ctx); err != nil {
+		return err
+	}
 	if err := f.checkSchema(ctx); err != nil {
 		return err
 	}

@@ -103,6 +103,7 @@ const (
 	BackfillRecord    = "backfill"
 	PublicationRecord = "publication"
 	PartitionsRecord  = "partitions"
+	RebuildsRecord    = "rebuilds"
 )
 
 // Identity ties the progress in the state dir to one server and one slot.
