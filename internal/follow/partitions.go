@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"go.uber.org/zap"
 
 	"github.com/flusso-pg/flusso-pg/internal/build"
@@ -129,8 +130,8 @@ func (f *Follower) checkPartitions(ctx context.Context) error {
 		f.em.reset()
 		for _, ix := range changed {
 			f.log.Info("a partition of a table the index reads was truncated, attached, detached or dropped (not in the logical stream): writing every document again",
-				zap.String("index", ix.Name()), zap.Stringer("lsn", f.lineLSN))
-			if err := f.rebuild(ctx, ix, f.lineLSN); err != nil {
+				zap.String("index", ix.Name()), zap.Stringer("lsn", f.inlineLSN()))
+			if err := f.rebuild(ctx, ix, f.inlineLSN()); err != nil {
 				return err
 			}
 		}
@@ -142,4 +143,11 @@ func (f *Follower) checkPartitions(ctx context.Context) error {
 		}
 		return f.store.Save(state.PartitionsRecord, f.parts)
 	})
+}
+
+// inlineLSN is the "lsn" of an inline rebuild's lines: the last group's
+// commit, or the newest line written when a group in hand has written
+// lines already (a column dropped under it), so "lsn" never decreases.
+func (f *Follower) inlineLSN() pglogrepl.LSN {
+	return max(f.lineLSN, f.em.written)
 }

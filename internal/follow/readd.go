@@ -80,8 +80,8 @@ func (f *Follower) runRebuilds(ctx context.Context) error {
 				continue
 			}
 			f.log.Info("a table the index reads is back in the publication (its changes meanwhile never arrived): writing every document again",
-				zap.String("index", ix.Name()), zap.Stringer("lsn", f.lineLSN))
-			if err := f.rebuild(ctx, ix, f.lineLSN); err != nil {
+				zap.String("index", ix.Name()), zap.Stringer("lsn", f.inlineLSN()))
+			if err := f.rebuild(ctx, ix, f.inlineLSN()); err != nil {
 				return err
 			}
 		}

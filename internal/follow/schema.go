@@ -82,8 +82,8 @@ func (f *Follower) checkSchema(ctx context.Context) error {
 		f.em.reset()
 		for _, ix := range changed {
 			f.log.Info("the columns of a table the index reads with its default column list changed: writing every document again in the new shape",
-				zap.String("index", ix.Name()), zap.Stringer("lsn", f.lineLSN))
-			if err := f.rebuild(ctx, ix, f.lineLSN); err != nil {
+				zap.String("index", ix.Name()), zap.Stringer("lsn", f.inlineLSN()))
+			if err := f.rebuild(ctx, ix, f.inlineLSN()); err != nil {
 				return err
 			}
 		}
