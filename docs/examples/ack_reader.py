@@ -19,7 +19,14 @@ The rules this reader follows:
   * after a line marked "ack": true and every line before it are durably
     indexed, write back its "lsn": once per marked line, in order. Backfill
     lines all carry the snapshot's LSN, so flusso-pg counts these
-    acknowledgements to know how far the backfill is stored.
+    acknowledgements to know how far the backfill is stored;
+  * a rebuild (every backfill, and an inline rebuild after partition
+    maintenance, a default column list that changed, a table back in the
+    publication) sits between "rebuild_start" and "rebuild_done": at
+    rebuild_done, every document of that index not upserted since
+    rebuild_start is gone. This reader deletes them (it remembers the ids it
+    holds); a search engine can instead fill a fresh index from rebuild_start
+    and swap an alias at rebuild_done.
 
 Here "indexing" appends the folded documents to a file and fsyncs it; a real
 reader would send a bulk request to Elasticsearch, OpenSearch, Meilisearch or
@@ -41,6 +48,8 @@ def main():
     acks = open(args.ack_file, "w", buffering=1)  # line-buffered: one LSN per line
     index = open(args.index_file, "a")
     batch = []
+    held = {}     # index -> {id: key}: the documents the index holds
+    rebuilt = {}  # index -> ids upserted since its rebuild_start
 
     def index_batch():
         # One bulk request: here, append and fsync.
@@ -50,8 +59,32 @@ def main():
         os.fsync(index.fileno())
         batch.clear()
 
+    def fold(line):
+        # What the index holds, so a rebuild_done knows what to delete.
+        name, op = line["index"], line["op"]
+        docs = held.setdefault(name, {})
+        if op == "upsert":
+            docs[line["id"]] = line["key"]
+            if name in rebuilt:
+                rebuilt[name].add(line["id"])
+        elif op == "delete":
+            docs.pop(line["id"], None)
+        elif op == "truncate":
+            docs.clear()
+        elif op == "rebuild_start":
+            rebuilt[name] = set()
+        elif op == "rebuild_done":
+            # A rebuild_done written again after a kill finds its set
+            # still there: it deletes the same, nothing more.
+            keep = rebuilt.get(name, set())
+            for id_, key in list(docs.items()):
+                if id_ not in keep:
+                    batch.append({"index": name, "op": "delete", "key": key, "id": id_, "lsn": line["lsn"]})
+                    del docs[id_]
+
     for raw in sys.stdin:
         line = json.loads(raw)
+        fold(line)
         batch.append(line)
         if line.get("ack") or len(batch) >= args.batch:
             index_batch()

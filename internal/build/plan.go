@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/flusso-pg/flusso-pg/internal/change"
 	"github.com/flusso-pg/flusso-pg/internal/config"
@@ -43,11 +44,14 @@ type node struct {
 	info    *TableInfo
 	key     []string // key columns ("" when the table has none)
 	columns []string // the columns written into the object
-	rename  config.Pairs
-	where   string
-	orderBy []config.OrderBy
-	limit   int
-	scalar  bool
+	// defaulted: no columns configured, so columns are the table's own
+	// as the catalog had them at compile time
+	defaulted bool
+	rename    config.Pairs
+	where     string
+	orderBy   []config.OrderBy
+	limit     int
+	scalar    bool
 	// join maps the parent's columns to this table's columns; for
 	// many_to_many, through.join maps parent -> through and targetJoin maps
 	// through -> this table.
@@ -90,6 +94,50 @@ func (ix *Index) KeyTypes() []string { return ix.keyType }
 
 // Config is the index's configuration.
 func (ix *Index) Config() *config.Index { return ix.cfg }
+
+// Tables lists every table the index reads (its tree's tables and join
+// tables), each once, root first.
+func (ix *Index) Tables() []change.Table {
+	var out []change.Table
+	add := func(t change.Table) {
+		for _, u := range out {
+			if u == t {
+				return
+			}
+		}
+		out = append(out, t)
+	}
+	var walk func(n *node)
+	walk = func(n *node) {
+		add(n.info.Table)
+		if n.through != nil {
+			add(n.through.Table)
+		}
+		for _, ch := range n.children {
+			walk(ch)
+		}
+	}
+	walk(ix.root)
+	return out
+}
+
+// DefaultColumns lists, for each node of the tree whose columns are left
+// to the default, its path and the columns the catalog gave it: what the
+// documents' shape depends on besides the config.
+func (ix *Index) DefaultColumns() []string {
+	var out []string
+	var walk func(n *node)
+	walk = func(n *node) {
+		if n.defaulted && n.kind != "aggregate" {
+			out = append(out, n.path+"="+strings.Join(n.columns, ","))
+		}
+		for _, ch := range n.children {
+			walk(ch)
+		}
+	}
+	walk(ix.root)
+	return out
+}
 
 // DocumentSQL is the statement Build runs: $1.. are one text[] per key column.
 func (ix *Index) DocumentSQL() string { return ix.docSQL }
@@ -311,6 +359,7 @@ func (c *compiler) root(ixc *config.Index) *node {
 	n.key = c.key(n, path+".key", ixc.Key, true)
 	c.rootKey(n, path+".key")
 	n.columns = c.columns(n, path+".columns", ixc.Columns)
+	n.defaulted = len(ixc.Columns) == 0
 	c.renames(n, path)
 	c.children(n, ixc.Relations, ixc.Aggregates)
 	c.fields(n)
@@ -346,6 +395,7 @@ func (c *compiler) relation(parent *node, r *config.Relation) *node {
 	}
 	n.key = c.key(n, path+".key", r.Key, false)
 	n.columns = c.columns(n, path+".columns", r.Columns)
+	n.defaulted = len(r.Columns) == 0
 	c.renames(n, path)
 	for _, o := range r.OrderBy {
 		if _, ok := n.info.Column(o.Column); !ok {

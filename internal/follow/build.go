@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/jackc/pglogrepl"
 	"go.uber.org/zap"
 
 	"github.com/flusso-pg/flusso-pg/internal/build"
@@ -105,12 +106,18 @@ func (f *Follower) writeEvent(ctx context.Context, e event) error {
 		f.metrics.Documents.WithLabelValues(name, output.OpTruncate).Inc()
 		return f.em.end()
 	}
-	// The scan is a rebuild (SPEC): bracketed by rebuild_start and
-	// rebuild_done, so a reader drops whatever the scan did not write. A
-	// group run again after a fault starts the rebuild again.
 	f.log.Info("a table the index reads was truncated: writing every document again", zap.String("index", name))
+	return f.rebuild(ctx, e.ix, e.lsn)
+}
+
+// rebuild writes every document of ix again at lsn. The scan is a rebuild
+// (SPEC): bracketed by rebuild_start and rebuild_done, so a reader drops
+// whatever the scan did not write. A group run again after a fault starts
+// the rebuild again.
+func (f *Follower) rebuild(ctx context.Context, ix *build.Index, lsn pglogrepl.LSN) error {
+	name := ix.Name()
 	f.em.begin()
-	f.em.rebuildStart(name, e.lsn)
+	f.em.rebuildStart(name, lsn)
 	if err := f.em.end(); err != nil {
 		return err
 	}
@@ -122,14 +129,14 @@ func (f *Follower) writeEvent(ctx context.Context, e event) error {
 		var n int
 		err := f.retry(ctx, stageRebuild, func(ctx context.Context) (err error) {
 			f.em.begin()
-			last, n, err = e.ix.Scan(ctx, f.pool, after, nil, f.batch, func(d build.Doc) error {
-				f.em.upsert(name, d.Key, d.ID, e.lsn, d.Doc)
+			last, n, err = ix.Scan(ctx, f.pool, after, nil, f.batch, func(d build.Doc) error {
+				f.em.upsert(name, d.Key, d.ID, lsn, d.Doc)
 				return nil
 			})
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("rebuild after truncate: %w", err)
+			return fmt.Errorf("rebuild of index %s: %w", name, err)
 		}
 		f.metrics.Documents.WithLabelValues(name, output.OpUpsert).Add(float64(n))
 		if err := f.em.end(); err != nil {
@@ -137,7 +144,7 @@ func (f *Follower) writeEvent(ctx context.Context, e event) error {
 		}
 		if n < f.batch {
 			f.em.begin()
-			f.em.rebuildDone(name, e.lsn)
+			f.em.rebuildDone(name, lsn)
 			return f.em.end()
 		}
 		after = last

@@ -20,6 +20,13 @@
 // group then carries "ack": true, so the reader knows it has all the lines of
 // the LSNs it acknowledges.
 //
+// Between groups, every few seconds and at the start of the stream, the loop
+// looks at what the WAL does not carry and rebuilds inline (rebuild_start,
+// every document, rebuild_done; the stream goes on) an index whose default
+// column list changed (schema.go), whose partitions were truncated,
+// attached, detached or dropped (partitions.go), or which reads a table the
+// publication watcher added back (readd.go).
+//
 // A stop signal lets the group in hand finish, flush and be confirmed within
 // a bounded time; the capture then sends its final status update.
 //
@@ -36,5 +43,6 @@
 // The files follow the stages: follow.go (Run), stop.go (the two-phase
 // stop), open.go, backfill.go, stream.go (the loop over groups), resolve.go,
 // group.go, build.go, emitter.go (the lines), confirm.go, ack.go, visible.go,
-// slotstats.go, retry.go.
+// slotstats.go, retry.go, and the inline rebuilds: schema.go, partitions.go,
+// readd.go.
 package follow

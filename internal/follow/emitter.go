@@ -29,6 +29,7 @@ type emitter struct {
 	buf, ordered, held []byte
 	lines              []line
 	maxLine            pglogrepl.LSN // newest "lsn" written in the group
+	written            pglogrepl.LSN // newest "lsn" ever written (kept by reset)
 }
 
 // line is one line of the chunk in buf.
@@ -104,6 +105,7 @@ func (e *emitter) end() error {
 		e.ordered, lines = ordered, ordered
 	}
 	e.maxLine = max(e.maxLine, e.lines[len(e.lines)-1].lsn)
+	e.written = max(e.written, e.maxLine)
 	if len(e.held) > 0 {
 		if err := e.write(e.held); err != nil {
 			return err

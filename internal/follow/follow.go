@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
@@ -55,6 +56,16 @@ type Follower struct {
 	em        *emitter
 	batch     int
 	km        *keyMap // nil when no table needs the key map (keymap.go)
+
+	// lineLSN is the commit LSN of the last group written (the slot's
+	// position before the first): where an inline rebuild's lines go.
+	lineLSN pglogrepl.LSN
+	parts   map[string]string // per index, the partitions it was last rebuilt with (partitions.go)
+	// columns of the tables the indexes read, as the plan was compiled
+	// with them (schema.go); columnsRead is false until the first check
+	columns     string
+	columnsRead bool
+	rebuilds    rebuilds // recorded by the publication watcher (readd.go)
 }
 
 // New prepares a follower; Run does the work.
@@ -123,6 +134,16 @@ func (f *Follower) pipeline(ctx context.Context, g *errgroup.Group, s *stopper, 
 		return err
 	}
 	f.startSink(g, ctx)
+	f.lineLSN = start.Confirmed
+	if err := f.loadRebuilds(); err != nil {
+		return err
+	}
+	if err := f.loadPartitions(now); err != nil {
+		if s.stopped() {
+			return nil
+		}
+		return err
+	}
 	bf := f.newBackfill(ctx, start)
 	if acks != nil {
 		// Read acknowledgements from the start: the reader may open its end

@@ -143,7 +143,8 @@ func (p *proc) stop(t *testing.T, sig syscall.Signal, within time.Duration) int 
 // fold reads the NDJSON output and folds it: the last line per key wins,
 // delete removes, truncate empties the index, rebuild_done removes what was
 // not upserted since the index's last rebuild_start. (Keys are ids: the
-// tests' configs have one index.)
+// tests' configs never give two indexes' documents the same id; truncate
+// and rebuild_done act on their own index's documents only.)
 func fold(t *testing.T, path string) map[string]any {
 	t.Helper()
 	f, err := os.Open(path)
@@ -152,6 +153,7 @@ func fold(t *testing.T, path string) map[string]any {
 	}
 	defer f.Close()
 	docs := map[string]any{}
+	owner := map[string]string{}            // id → its index
 	rebuilt := map[string]map[string]bool{} // index → ids upserted since its rebuild_start
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
@@ -175,13 +177,18 @@ func fold(t *testing.T, path string) map[string]any {
 		switch l.Op {
 		case "upsert":
 			docs[l.ID] = decode(t, l.Doc)
+			owner[l.ID] = l.Index
 			if r := rebuilt[l.Index]; r != nil {
 				r[l.ID] = true
 			}
 		case "delete":
 			delete(docs, l.ID)
 		case "truncate":
-			docs = map[string]any{}
+			for id := range docs {
+				if owner[id] == l.Index {
+					delete(docs, id)
+				}
+			}
 		case "rebuild_start":
 			rebuilt[l.Index] = map[string]bool{}
 		case "rebuild_done":
@@ -190,7 +197,7 @@ func fold(t *testing.T, path string) map[string]any {
 				t.Fatalf("line %d: rebuild_done of %s without a rebuild_start", n, l.Index)
 			}
 			for id := range docs {
-				if !r[id] {
+				if owner[id] == l.Index && !r[id] {
 					delete(docs, id)
 				}
 			}

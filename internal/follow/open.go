@@ -9,6 +9,8 @@ import (
 	"github.com/jackc/pglogrepl"
 
 	"github.com/flusso-pg/flusso-pg/internal/build"
+	"github.com/flusso-pg/flusso-pg/internal/change"
+	"github.com/flusso-pg/flusso-pg/internal/config"
 	"github.com/flusso-pg/flusso-pg/internal/output"
 	"github.com/flusso-pg/flusso-pg/internal/pgsession"
 	"github.com/flusso-pg/flusso-pg/internal/provision"
@@ -79,6 +81,7 @@ func (f *Follower) open(ctx context.Context) (*wal.Start, error) {
 		StatusInterval: f.cfg.Capture.StatusInterval,
 		Coalesce:       coalesce(f.cfg.Capture.Coalesce),
 		Store:          f.store,
+		Readd:          f.readd(),
 		Resync:         f.opts.Resync || resync,
 		Failover:       f.cfg.Source.Failover,
 		PrimaryDSN:     f.cfg.Source.PrimaryDSN,
@@ -133,4 +136,13 @@ func coalesce(d time.Duration) time.Duration {
 		return -1
 	}
 	return d
+}
+
+// readd is capture's Readd: under source.provision: auto a table back in
+// the publication is rebuilt (readd.go); otherwise capture stops.
+func (f *Follower) readd() func(change.Table, bool) error {
+	if f.cfg.Source.Provision != config.ProvisionAuto {
+		return nil
+	}
+	return f.recordReadd
 }

@@ -52,6 +52,14 @@ func (f *Follower) stream(ctx context.Context, stop <-chan struct{}) error {
 // are already waiting (flusso-pg is behind), and writes their documents.
 func (f *Follower) loop(ctx context.Context, stop <-chan struct{}, txns <-chan []*wal.Txn) error {
 	spill := max(f.batch*20, 10000)
+	// Partitions or default columns changed while flusso-pg was stopped,
+	// or during the backfill, are rebuilt first; then every few seconds
+	// (partitions.go, schema.go).
+	if err := f.checkCatalog(ctx); err != nil {
+		return err
+	}
+	parts := time.NewTicker(f.partitionEvery())
+	defer parts.Stop()
 	for {
 		var held []*wal.Txn
 		select {
@@ -59,6 +67,11 @@ func (f *Follower) loop(ctx context.Context, stop <-chan struct{}, txns <-chan [
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-parts.C:
+			if err := f.checkCatalog(ctx); err != nil {
+				return err
+			}
+			continue
 		case held = <-txns:
 		}
 		started := time.Now()
@@ -102,10 +115,10 @@ func (f *Follower) process(ctx context.Context, txns []*wal.Txn, spill int, star
 		g := newGroup()
 		for _, txn := range txns {
 			if err := f.collect(ctx, g, txn, spill); err != nil {
-				return err
+				return f.replanned(ctx, err)
 			}
 		}
-		return f.finish(ctx, g, started)
+		return f.replanned(ctx, f.finish(ctx, g, started))
 	})
 }
 
@@ -133,6 +146,7 @@ func (f *Follower) finish(ctx context.Context, g *group, started time.Time) erro
 		return err
 	}
 	f.confirmer.flushed(need, g.last.EndLSN)
+	f.lineLSN = max(f.lineLSN, g.last.CommitLSN)
 	return nil
 }
 

@@ -93,12 +93,31 @@ type token struct {
 // keys are ordered.
 func fingerprint(ix *build.Index) string {
 	data, _ := json.Marshal(struct {
-		Config any
-		Key    []string
-		Types  []string
-	}{ix.Config(), ix.KeyColumns(), ix.KeyTypes()})
+		Config  any
+		Key     []string
+		Types   []string
+		Columns []string `json:",omitempty"` // columns left to the default, as the catalog gave them
+	}{ix.Config(), ix.KeyColumns(), ix.KeyTypes(), ix.DefaultColumns()})
 	sum := sha256.Sum256(data)
 	return hex.EncodeToString(sum[:12])
+}
+
+// Rebuilt records that every document of ix was written again under its
+// current plan (an inline rebuild of follow after the columns of a default
+// column list changed): a done backfill of ix takes the new fingerprint, so
+// the next start does not backfill it again.
+func Rebuilt(store *state.Store, ix *build.Index) error {
+	var rec record
+	ok, err := store.Load(state.BackfillRecord, &rec)
+	if err != nil || !ok || rec.Version != recordVersion {
+		return err
+	}
+	ip := rec.Indexes[ix.Name()]
+	if ip == nil || !ip.Done {
+		return nil
+	}
+	ip.Fingerprint = fingerprint(ix)
+	return store.Save(state.BackfillRecord, &rec)
 }
 
 // loadCheckpoints reads the record of store and reconciles it with plan:

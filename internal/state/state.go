@@ -102,6 +102,8 @@ const (
 	IdentityRecord    = "identity"
 	BackfillRecord    = "backfill"
 	PublicationRecord = "publication"
+	PartitionsRecord  = "partitions"
+	RebuildsRecord    = "rebuilds"
 )
 
 // Identity ties the progress in the state dir to one server and one slot.

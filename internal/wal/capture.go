@@ -48,6 +48,13 @@ type Config struct {
 	// than one per message (pace.go). Default 1ms; negative turns it off.
 	// It engages only while the stream is busy.
 	Coalesce time.Duration
+	// Readd, when set (source.provision: auto), is called before the
+	// publication watcher adds back a captured table someone removed from
+	// the publication (added false: the caller records that the indexes
+	// reading it must be rebuilt, their changes meanwhile never arrived),
+	// and again once it is added (added true: the rebuild may run). Nil:
+	// the watcher stops capture naming the fix.
+	Readd func(t change.Table, added bool) error
 	// Store holds the identity record (system id, slot); nil skips the check.
 	Store *state.Store
 	// Resync drops the slot and the identity record in Open, so a fresh slot
@@ -132,6 +139,7 @@ func New(cfg Config, log *zap.Logger) *Capture {
 	}
 	c := &Capture{cfg: cfg, log: log, released: make(chan struct{})}
 	c.pub.cfg = &c.cfg
+	c.pub.log = log
 	return c
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
 
 	"github.com/flusso-pg/flusso-pg/internal/change"
 )
@@ -23,6 +24,10 @@ import (
 // table or one of the actions capture needs; the PublicationError wrapping
 // it names the fix.
 var ErrPublicationChanged = errors.New("the publication changed under flusso-pg")
+
+// ErrRebuildNotRecorded wraps the error of Config.Readd: the table is not
+// added back, capture stops.
+var ErrRebuildNotRecorded = errors.New("could not record the rebuild a table back in the publication needs")
 
 // PublicationError is a change of the publication that stops capture.
 type PublicationError struct {
@@ -119,6 +124,7 @@ var actions = []string{"insert", "update", "delete", "truncate"}
 // change to stop for.
 type publicationWatch struct {
 	cfg      *Config
+	log      *zap.Logger
 	required map[string]change.Table // by oid (a rename is relation.go's to report); nil until the baseline
 }
 
@@ -168,9 +174,38 @@ func (w *publicationWatch) look(ctx context.Context, conn *pgconn.PgConn) error 
 				Why: fmt.Sprintf("table %s was dropped (or dropped and created again: a new table), so its changes no longer reach flusso-pg", t),
 				Fix: fmt.Sprintf("create it and ALTER PUBLICATION %s ADD TABLE %s, or remove it from the config; then run with --resync", change.QuoteIdentIfNeeded(name), t)}
 		}
+		if w.cfg.Readd != nil {
+			if err := w.readd(ctx, conn, t); err != nil {
+				return err
+			}
+			continue
+		}
 		return &PublicationError{Publication: name,
 			Why: fmt.Sprintf("it no longer publishes table %s, so that table's changes no longer reach flusso-pg", t),
-			Fix: fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s; then run with --resync", change.QuoteIdentIfNeeded(name), t)}
+			Fix: fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s; then run with --resync (or run with source.provision: auto, which adds it back and rebuilds what reads it)", change.QuoteIdentIfNeeded(name), t)}
+	}
+	return nil
+}
+
+// readd puts t back in the publication (source.provision: auto), once the
+// caller has recorded the rebuild its absence calls for.
+func (w *publicationWatch) readd(ctx context.Context, conn *pgconn.PgConn, t change.Table) error {
+	name := w.cfg.Publication
+	if err := w.cfg.Readd(t, false); err != nil {
+		return fmt.Errorf("%w (table %s): %w", ErrRebuildNotRecorded, t, err)
+	}
+	sql := fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s", change.QuoteIdentIfNeeded(name), t)
+	if _, err := simpleQuery(ctx, conn, sql); err != nil {
+		return &PublicationError{Publication: name,
+			Why: fmt.Sprintf("it no longer publishes table %s, and adding it back failed (%v)", t, err),
+			Fix: sql + "; (flusso-pg then rebuilds the indexes that read it)"}
+	}
+	if err := w.cfg.Readd(t, true); err != nil {
+		return fmt.Errorf("%w (table %s): %w", ErrRebuildNotRecorded, t, err)
+	}
+	if w.log != nil {
+		w.log.Warn("a captured table was no longer in the publication: added it back; the indexes that read it are rebuilt",
+			zap.String("publication", name), zap.Stringer("table", t))
 	}
 	return nil
 }
@@ -202,7 +237,7 @@ func (c *Capture) watchPublication(ctx context.Context, cancel context.CancelCau
 			err := w.look(qctx, conn)
 			qcancel()
 			switch {
-			case errors.Is(err, ErrPublicationMissing), errors.Is(err, ErrPublicationChanged):
+			case errors.Is(err, ErrPublicationMissing), errors.Is(err, ErrPublicationChanged), errors.Is(err, ErrRebuildNotRecorded):
 				cancel(err)
 				return
 			case err != nil:
