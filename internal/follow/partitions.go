@@ -119,12 +119,27 @@ func (f *Follower) checkPartitions(ctx context.Context) error {
 			return err
 		}
 		var changed []*build.Index
+		grown := false // only new leaves without rows: nothing to rebuild
 		for _, ix := range f.plan.Indexes {
-			if old, ok := f.parts[ix.Name()]; ok && old != now[ix.Name()] {
-				changed = append(changed, ix)
+			old, ok := f.parts[ix.Name()]
+			if !ok || old == now[ix.Name()] {
+				continue
 			}
+			empty, err := onlyEmptyLeavesAdded(ctx, f, old, now[ix.Name()])
+			if err != nil {
+				return err
+			}
+			if empty {
+				f.parts[ix.Name()] = now[ix.Name()]
+				grown = true
+				continue
+			}
+			changed = append(changed, ix)
 		}
 		if len(changed) == 0 {
+			if grown {
+				return f.store.Save(state.PartitionsRecord, f.parts)
+			}
 			return nil
 		}
 		f.em.reset()
@@ -150,4 +165,56 @@ func (f *Follower) checkPartitions(ctx context.Context) error {
 // lines already (a column dropped under it), so "lsn" never decreases.
 func (f *Follower) inlineLSN() pglogrepl.LSN {
 	return max(f.lineLSN, f.em.written)
+}
+
+// onlyEmptyLeavesAdded reports whether now differs from old (two
+// fingerprints of readPartitions) only by new leaves that hold no row: the
+// usual CREATE TABLE ... PARTITION OF of a time-partitioned table, whose
+// rows, once written, are in the stream. Rebuilding for it would rewrite
+// every document each time a partition is made. One row is read per new
+// leaf, only when the leaves changed.
+func onlyEmptyLeavesAdded(ctx context.Context, f *Follower, old, now string) (bool, error) {
+	before, after := leafNodes(old), leafNodes(now)
+	for oid, node := range before {
+		if after[oid] != node {
+			return false, nil // truncated, detached, dropped or rewritten
+		}
+	}
+	for oid := range after {
+		if _, ok := before[oid]; ok {
+			continue
+		}
+		var name *string
+		if err := f.pool.QueryRow(ctx, "SELECT to_regclass($1::oid::regclass::text)::text", oid).Scan(&name); err != nil {
+			return false, err
+		}
+		if name == nil {
+			continue // gone again: nothing of it is in the documents
+		}
+		var rows bool
+		if err := f.pool.QueryRow(ctx, "SELECT EXISTS (SELECT FROM ONLY "+*name+")").Scan(&rows); err != nil {
+			return false, err
+		}
+		if rows {
+			return false, nil // attached with rows
+		}
+	}
+	return true, nil
+}
+
+// leafNodes reads a fingerprint ("table=oid:node,...;...") as oid → node.
+func leafNodes(fp string) map[string]string {
+	m := map[string]string{}
+	for _, part := range strings.Split(fp, ";") {
+		_, leaves, ok := strings.Cut(part, "=")
+		if !ok {
+			continue
+		}
+		for _, l := range strings.Split(leaves, ",") {
+			if oid, node, ok := strings.Cut(l, ":"); ok {
+				m[oid] = node
+			}
+		}
+	}
+	return m
 }
