@@ -70,23 +70,7 @@ func (f *Follower) open(ctx context.Context) (*wal.Start, error) {
 		return nil, err
 	}
 	f.em = newEmitter(f.out, f.opts.AckFD > 0 || f.opts.AckFile != "")
-	f.capture = wal.New(wal.Config{
-		DSN:            f.cfg.Source.DSN,
-		Slot:           f.cfg.Source.Slot,
-		Publication:    f.cfg.Source.Publication,
-		Tables:         f.plan.CaptureColumns(),
-		OldColumns:     f.oldColumns(),
-		MemoryBudget:   f.cfg.Capture.MemoryBudget,
-		TempDir:        f.cfg.Capture.SpillDir,
-		StatusInterval: f.cfg.Capture.StatusInterval,
-		Coalesce:       coalesce(f.cfg.Capture.Coalesce),
-		Store:          f.store,
-		Readd:          f.readd(),
-		Resync:         f.opts.Resync || resync,
-		Failover:       f.cfg.Source.Failover,
-		PrimaryDSN:     f.cfg.Source.PrimaryDSN,
-		Health:         f.health,
-	}, f.log)
+	f.capture = wal.New(f.captureConfig(resync), f.log)
 	f.metrics.WatchCapture(f.capture)
 	f.metrics.WatchFailover(f.capture)
 	var start *wal.Start
@@ -145,4 +129,26 @@ func (f *Follower) readd() func(change.Table, bool) error {
 		return nil
 	}
 	return f.recordReadd
+}
+
+// captureConfig is the capture's part of the config; resync: the key map
+// asks for a fresh slot (keymap.go).
+func (f *Follower) captureConfig(resync bool) wal.Config {
+	return wal.Config{
+		DSN:            f.cfg.Source.DSN,
+		Slot:           f.cfg.Source.Slot,
+		Publication:    f.cfg.Source.Publication,
+		Tables:         f.plan.CaptureColumns(),
+		OldColumns:     f.oldColumns(),
+		MemoryBudget:   f.cfg.Capture.MemoryBudget,
+		TempDir:        f.cfg.Capture.SpillDir,
+		StatusInterval: f.cfg.Capture.StatusInterval,
+		Coalesce:       coalesce(f.cfg.Capture.Coalesce),
+		Store:          f.store,
+		Readd:          f.readd(),
+		Resync:         f.opts.Resync || resync,
+		Failover:       f.cfg.Source.Failover,
+		PrimaryDSN:     f.cfg.Source.PrimaryDSN,
+		Health:         f.health,
+	}
 }
