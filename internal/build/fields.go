@@ -145,7 +145,7 @@ func fieldProblems(ctx context.Context, q Querier, ix *Index, n *node, trees map
 		moving = append(moving, clockLiteral.FindAllString(f.Expr, -1)...)
 		if len(moving) > 0 {
 			problems = append(problems, at("field_volatile", SeverityWarning,
-				fmt.Sprintf("index %s, field %s: expression %q calls %s, which can give another value with no change in the database: the field is what it was when the document was last built, and a rebuild (or backfill) gives a new value",
+				fmt.Sprintf("index %s, field %s: expression %q calls %s, which can give another value with no change in the database: the field is what it was when the document was last built, and a rebuild (or backfill) gives a new value (and a function that writes, such as nextval, is refused when the document is built: flusso-pg's sessions are read-only)",
 					ix.Name(), f.Name, f.Expr, strings.Join(moving, ", ")), ""))
 		}
 		good = append(good, i)
