@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/flusso-pg/flusso-pg/internal/pgtest"
 )
 
@@ -148,4 +150,86 @@ func TestComputedFieldProblems(t *testing.T) {
 	if strings.Contains(out, "fields[ok]") {
 		t.Errorf("a good field was reported:\n%s", out)
 	}
+}
+
+// TestComputedFieldShapes: fields on a root with where, a limited has_many
+// with where, a many_to_many, and next to aggregates over the same table.
+func TestComputedFieldShapes(t *testing.T) {
+	db := pgtest.NewDB(t)
+	db.Exec(t, fieldsSchema+`
+CREATE TABLE tags (id int PRIMARY KEY, name text);
+CREATE TABLE author_tags (author_id int, tag_id int, PRIMARY KEY (author_id, tag_id));
+INSERT INTO tags VALUES (1, 'go'), (2, 'sql');
+INSERT INTO author_tags VALUES (1, 1), (1, 2);
+INSERT INTO books VALUES (12, 1, 'Gamma', NULL);`)
+	p := mustCompile(t, db, parseConfig(t, `indexes:
+  - name: authors
+    table: public.authors
+    columns: [id]
+    where: "email IS NOT NULL"
+    fields:
+      - {name: initials, expr: "left(first_name, 1) || left(last_name, 1)"}
+    relations:
+      - name: recent
+        table: public.books
+        kind: has_many
+        join: {id: author_id}
+        columns: [id]
+        where: "title <> 'Beta'"
+        order_by: [id desc]
+        limit: 1
+        fields:
+          - {name: t, expr: "lower(title)"}
+      - name: tags
+        table: public.tags
+        kind: many_to_many
+        through: {table: public.author_tags, join: {id: author_id}, target_join: {tag_id: id}}
+        columns: [id]
+        fields:
+          - {name: label, expr: "'#' || name"}
+      - name: all_books
+        table: public.books
+        kind: has_many
+        join: {id: author_id}
+        columns: [id]
+        fields:
+          - {name: len, expr: "length(title)"}
+    aggregates:
+      - {name: book_count, table: public.books, join: {id: author_id}, fn: count}
+`))
+	assertJSON(t, one(t, db, p.Indexes[0], "1"), `{"id": 1, "initials": "AL", "recent": [{"id": 12, "t": "gamma"}],
+		"tags": [{"id": 1, "label": "#go"}, {"id": 2, "label": "#sql"}],
+		"all_books": [{"id": 10, "len": 5}, {"id": 11, "len": 4}, {"id": 12, "len": 5}], "book_count": 3}`)
+}
+
+// TestComputedFieldsReadOnly: where no temporary view can be created (here
+// a read-only transaction; a standby likewise), the fields still compile
+// and build, and validate says their columns could not be derived.
+func TestComputedFieldsReadOnly(t *testing.T) {
+	db := pgtest.NewDB(t)
+	db.Exec(t, fieldsSchema)
+	tx, err := db.Pool.BeginTx(ctxT(t), pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctxT(t))
+	p, problems, err := Compile(ctxT(t), tx, parseConfig(t, `indexes:
+  - name: authors
+    table: public.authors
+    columns: [id]
+    fields:
+      - {name: full_name, expr: "first_name || ' ' || last_name"}
+`))
+	if err != nil || p == nil {
+		t.Fatalf("compile: %v %v", err, problems)
+	}
+	var b bytes.Buffer
+	WriteProblems(&b, problems)
+	if want := `info: index "authors".fields: the columns the fields of public.authors read could not be derived`; !strings.Contains(b.String(), want) {
+		t.Errorf("problems lack %q:\n%s", want, b.String())
+	}
+	if f := p.Indexes[0].Fields(); len(f) != 1 || f[0].Unknown == "" || f[0].Columns != nil {
+		t.Errorf("fields: %+v", f)
+	}
+	assertJSON(t, one(t, db, p.Indexes[0], "1"), `{"id": 1, "full_name": "Ann Lee"}`)
 }
