@@ -95,7 +95,7 @@ func fieldProblems(ctx context.Context, q Querier, ix *Index, n *node, trees map
 			return Problem{Severity: sev, Code: code, Index: ix.Name(), Path: path, Table: table, Message: msg, Fix: fix}
 		}
 		var plan []byte
-		err := q.QueryRow(ctx, "EXPLAIN (VERBOSE, FORMAT JSON) SELECT ("+f.Expr+") FROM "+n.info.Table.Quoted()).Scan(&plan)
+		err := q.QueryRow(ctx, "EXPLAIN (VERBOSE, FORMAT JSON) SELECT ("+f.Expr+"\n) FROM "+n.info.Table.Quoted()).Scan(&plan)
 		if err != nil {
 			problems = append(problems, at("invalid_sql", SeverityError,
 				fmt.Sprintf("index %s, field %s: expression %q on table %s: %v", ix.Name(), f.Name, f.Expr, table, err),
@@ -137,7 +137,7 @@ func fieldProblems(ctx context.Context, q Querier, ix *Index, n *node, trees map
 				return nil, fmt.Errorf("read the search_path: %w", err)
 			}
 		}
-		volatile, _, err := classifyCalls(ctx, q, facts.calls, *schemas)
+		volatile, stable, err := classifyCalls(ctx, q, facts.calls, *schemas)
 		if err != nil {
 			return nil, err
 		}
@@ -147,6 +147,11 @@ func fieldProblems(ctx context.Context, q Querier, ix *Index, n *node, trees map
 			problems = append(problems, at("field_volatile", SeverityWarning,
 				fmt.Sprintf("index %s, field %s: expression %q calls %s, which can give another value with no change in the database: the field is what it was when the document was last built, and a rebuild (or backfill) gives a new value (and a function that writes, such as nextval, is refused when the document is built: flusso-pg's sessions are read-only)",
 					ix.Name(), f.Name, f.Expr, strings.Join(moving, ", ")), ""))
+		}
+		if len(stable) > 0 {
+			problems = append(problems, at("field_volatile", SeverityWarning,
+				fmt.Sprintf("index %s, field %s: expression %q calls STABLE %s: if it reads other tables, their changes are not followed and the field may stay stale",
+					ix.Name(), f.Name, f.Expr, strings.Join(stable, ", ")), ""))
 		}
 		good = append(good, i)
 	}
@@ -215,7 +220,7 @@ func resolveFields(ctx context.Context, q Querier, n *node, which []int) error {
 	}
 	for _, i := range which {
 		view := fmt.Sprintf("pg_temp.flusso_field_probe_%d", i)
-		if _, err := tx.Exec(ctx, "CREATE TEMPORARY VIEW "+view+" AS SELECT ("+n.fields[i].Expr+") AS v FROM "+n.info.Table.Quoted()); err != nil {
+		if _, err := tx.Exec(ctx, "CREATE TEMPORARY VIEW "+view+" AS SELECT ("+n.fields[i].Expr+"\n) AS v FROM "+n.info.Table.Quoted()); err != nil {
 			return err
 		}
 		var typ string

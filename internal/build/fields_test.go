@@ -114,11 +114,12 @@ func TestComputedFields(t *testing.T) {
 // tables, and warns of a volatile one.
 func TestComputedFieldProblems(t *testing.T) {
 	db := pgtest.NewDB(t)
-	db.Exec(t, fieldsSchema)
+	db.Exec(t, fieldsSchema+`CREATE FUNCTION publisher_name(int) RETURNS text STABLE LANGUAGE sql AS 'SELECT name FROM publishers WHERE id = $1';`)
 	cfg := parseConfig(t, `indexes:
   - name: authors
     table: public.authors
     fields:
+      - {name: pub, expr: "publisher_name(publisher_id)"}
       - {name: bad, expr: "first_nam || 'x'"}
       - {name: sub, expr: "(SELECT count(*) FROM books b WHERE b.author_id = id)"}
       - {name: agg, expr: "count(*)"}
@@ -142,6 +143,7 @@ func TestComputedFieldProblems(t *testing.T) {
 		`error: index "authors".fields[agg]: index authors, field agg: expression "count(*)" on table public.authors reads public.authors (other rows of it, through aggregate)`,
 		`warning: index "authors".fields[rnd]: index authors, field rnd: expression "random()" calls random()`,
 		`warning: index "authors".fields[clock]: index authors, field clock: expression "now()" calls now()`,
+		`warning: index "authors".fields[pub]: index authors, field pub: expression "publisher_name(publisher_id)" calls STABLE publisher_name(): if it reads other tables`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing\n  %s\nin\n%s", want, out)
@@ -168,7 +170,7 @@ INSERT INTO books VALUES (12, 1, 'Gamma', NULL);`)
     columns: [id]
     where: "email IS NOT NULL"
     fields:
-      - {name: initials, expr: "left(first_name, 1) || left(last_name, 1)"}
+      - {name: initials, expr: "left(first_name, 1) || left(last_name, 1) -- a comment ends at the line"}
     relations:
       - name: recent
         table: public.books

@@ -106,7 +106,8 @@ func source(n *node, alias string) string {
 	var b strings.Builder
 	b.WriteString("(SELECT *")
 	for i, f := range n.fields {
-		b.WriteString(", (" + f.Expr + ") AS " + quoteIdent(fieldColumn(i)))
+		// (A newline before the parenthesis: a -- comment ends there.)
+		b.WriteString(", (" + f.Expr + "\n) AS " + quoteIdent(fieldColumn(i)))
 	}
 	b.WriteString(" FROM " + n.info.Table.Quoted())
 	if n.where != "" {
