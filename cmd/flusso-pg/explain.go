@@ -15,7 +15,7 @@ func newExplainCmd() *cobra.Command {
 		Use:   "explain",
 		Short: "Print the SQL flusso-pg runs: the document query per index, the resolution query per table",
 		Long: `explain compiles the config against the live catalog and prints, per index,
-the statement that builds a batch of documents ($1 is a text[] of keys, one
+each computed field's type and the columns it reads, the statement that builds a batch of documents ($1 is a text[] of keys, one
 array per key column) and the keyset statement the backfill pages with; then,
 per table, how a changed row becomes the root keys to rebuild: read straight
 from the row, or the one query run per batch ($n is a text[] per capture
@@ -40,6 +40,9 @@ column). Paste a statement into psql with EXPLAIN ANALYZE to see its plan.`,
 			}
 			out := cmd.OutOrStdout()
 			for _, ix := range plan.Indexes {
+				for _, f := range ix.Fields() {
+					fmt.Fprintf(out, "-- %s\n", fieldLine(f))
+				}
 				fmt.Fprintf(out, "-- index %s (root %s, key %s): document query, $1.. one text[] per key column\n%s;\n\n",
 					ix.Name(), ix.Root(), strings.Join(ix.KeyColumns(), ", "), ix.DocumentSQL())
 				fmt.Fprintf(out, "-- index %s: backfill scan, keys after ($1..) up to (..), LIMIT $n\n%s;\n\n", ix.Name(), ix.ScanSQL())

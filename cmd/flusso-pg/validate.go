@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -19,7 +20,9 @@ func newValidateCmd() *cobra.Command {
 config against it, printing every problem at once: missing schemas, tables and
 columns (with the nearest name), tables without a key, joins between
 incompatible types, sum/avg over non-numeric columns, order_by on missing
-columns, where clauses the server rejects, and tables whose replica identity
+columns, where clauses the server rejects, computed fields the server rejects
+or that read other rows or tables (a volatile one is a warning; each field's
+type and the columns it reads are printed), and tables whose replica identity
 cannot say which document a DELETE or a moving UPDATE touched (with the
 ALTER TABLE to run). Nullable belongs_to joins are reported as information.
 Exit code 1 when any problem is an error.`,
@@ -32,7 +35,7 @@ Exit code 1 when any problem is an error.`,
 				return err
 			}
 			asJSON, _ := cmd.Flags().GetBool("json")
-			_, problems, err := compilePlan(cmd, cfg)
+			plan, problems, err := compilePlan(cmd, cfg)
 			if err != nil {
 				return err
 			}
@@ -44,12 +47,25 @@ Exit code 1 when any problem is an error.`,
 				}
 				enc := json.NewEncoder(out)
 				enc.SetIndent("", "  ")
-				if err := enc.Encode(map[string]any{"ok": !build.HasError(problems), "problems": problems}); err != nil {
+				fields := []build.FieldFacts{}
+				if plan != nil {
+					for _, ix := range plan.Indexes {
+						fields = append(fields, ix.Fields()...)
+					}
+				}
+				if err := enc.Encode(map[string]any{"ok": !build.HasError(problems), "problems": problems, "fields": fields}); err != nil {
 					return err
 				}
 			} else {
 				if err := build.WriteProblems(out, problems); err != nil {
 					return err
+				}
+				if plan != nil {
+					for _, ix := range plan.Indexes {
+						for _, f := range ix.Fields() {
+							fmt.Fprintln(out, fieldLine(f))
+						}
+					}
 				}
 				if !build.HasError(problems) {
 					fmt.Fprintf(out, "ok: %d index(es) match the database\n", len(cfg.Indexes))
@@ -80,6 +96,19 @@ func keyMapSize(cfg *config.Config, problems []build.Problem) {
 			problems[i].Message += fmt.Sprintf(" (no map in %s yet: follow builds it from the slot's snapshot with the backfill)", dir)
 		}
 	}
+}
+
+// fieldLine says what the server resolved of a computed field: its type and
+// the columns of its table it reads.
+func fieldLine(f build.FieldFacts) string {
+	if f.Unknown != "" {
+		return fmt.Sprintf("field %s = %s: type and columns not derived (%s)", f.Path, f.Expr, f.Unknown)
+	}
+	reads := "no column"
+	if len(f.Columns) > 0 {
+		reads = strings.Join(f.Columns, ", ")
+	}
+	return fmt.Sprintf("field %s = %s: %s, reads %s", f.Path, f.Expr, f.Type, reads)
 }
 
 // compilePlan connects to the source and compiles the config against its catalog.

@@ -48,6 +48,8 @@ type node struct {
 	// as the catalog had them at compile time
 	defaulted bool
 	rename    config.Pairs
+	fields    []config.Field // computed fields, after the columns
+	facts     []FieldFacts   // what the server says of each field (checkFields)
 	where     string
 	orderBy   []config.OrderBy
 	limit     int
@@ -154,6 +156,14 @@ func Compile(ctx context.Context, q Querier, cfg *config.Config) (*Plan, []Probl
 	// The where clauses are checked whatever else is wrong, so that every
 	// problem is reported at once.
 	more, err := checkWhere(ctx, q, indexes)
+	if err != nil {
+		return nil, problems, err
+	}
+	problems = append(problems, more...)
+	if hasError(more) {
+		p = nil
+	}
+	more, err = checkFields(ctx, q, indexes)
 	if err != nil {
 		return nil, problems, err
 	}
@@ -351,7 +361,7 @@ type compiler struct {
 
 func (c *compiler) root(ixc *config.Index) *node {
 	path := fmt.Sprintf("index %q", ixc.Name)
-	n := &node{kind: "root", path: path, where: ixc.Where, rename: ixc.Rename}
+	n := &node{kind: "root", path: path, where: ixc.Where, rename: ixc.Rename, fields: ixc.Fields}
 	n.info = c.table(path+".table", ixc.Table)
 	if n.info == nil {
 		return n
@@ -383,7 +393,7 @@ func (c *compiler) children(n *node, rels []config.Relation, aggs []config.Aggre
 func (c *compiler) relation(parent *node, r *config.Relation) *node {
 	path := fmt.Sprintf("%s.relations[%s]", parent.path, r.Name)
 	n := &node{kind: r.Kind, field: r.Name, path: path, parent: parent, where: r.Where, orderBy: r.OrderBy,
-		limit: r.Limit, scalar: r.Scalar, rename: r.Rename, join: r.Join}
+		limit: r.Limit, scalar: r.Scalar, rename: r.Rename, join: r.Join, fields: r.Fields}
 	n.info = c.table(path+".table", r.Table)
 	if r.Through != nil {
 		n.through = c.table(path+".through.table", r.Through.Table)

@@ -96,6 +96,30 @@ func from(info *TableInfo, where, alias string) string {
 	return "(SELECT * FROM " + info.Table.Quoted() + " WHERE (" + where + ")) AS " + alias
 }
 
+// source is from for node n: with computed fields, a derived table whose
+// extra columns are the fields' values, each expression evaluated where only
+// the node's own table is in scope (system columns such as xmin included).
+func source(n *node, alias string) string {
+	if len(n.fields) == 0 {
+		return from(n.info, n.where, alias)
+	}
+	var b strings.Builder
+	b.WriteString("(SELECT *")
+	for i, f := range n.fields {
+		// (A newline before the parenthesis: a -- comment ends there.)
+		b.WriteString(", (" + f.Expr + "\n) AS " + quoteIdent(fieldColumn(i)))
+	}
+	b.WriteString(" FROM " + n.info.Table.Quoted())
+	if n.where != "" {
+		b.WriteString(" WHERE (" + n.where + ")")
+	}
+	return b.String() + ") AS " + alias
+}
+
+// fieldColumn names the derived table's column holding field i: a name no
+// table column has (a dot cannot be written unquoted).
+func fieldColumn(i int) string { return "flusso.field." + strconv.Itoa(i) }
+
 // on gives lower.to = upper.from for each pair.
 func on(pairs config.Pairs, upper, lower string) string {
 	parts := make([]string, len(pairs))
@@ -159,6 +183,10 @@ func (g *sqlgen) object(n *node, a string) (expr, joins string) {
 		names = append(names, lit(field))
 		exprs = append(exprs, col(a, c))
 	}
+	for i, f := range n.fields {
+		names = append(names, lit(f.Name))
+		exprs = append(exprs, col(a, fieldColumn(i)))
+	}
 	grouped := map[*node]string{}
 	var lateral strings.Builder
 	for _, grp := range groups(n.children) {
@@ -175,7 +203,7 @@ func (g *sqlgen) object(n *node, a string) (expr, joins string) {
 			grouped[ch] = f
 		}
 		first := grp[0]
-		lateral.WriteString(" CROSS JOIN LATERAL (SELECT " + strings.Join(outs, ", ") + " FROM " + from(first.info, first.where, ga) +
+		lateral.WriteString(" CROSS JOIN LATERAL (SELECT " + strings.Join(outs, ", ") + " FROM " + source(first, ga) +
 			strings.Join(inner, "") + " WHERE " + on(first.join, a, ga) + ") AS " + gn)
 	}
 	for _, ch := range n.children {
@@ -195,7 +223,7 @@ func groups(children []*node) [][]*node {
 	var out [][]*node
 	index := map[string]int{}
 	for _, ch := range children {
-		if ch.kind != "aggregate" && (ch.kind != config.HasMany || ch.limit > 0) {
+		if len(ch.fields) > 0 || (ch.kind != "aggregate" && (ch.kind != config.HasMany || ch.limit > 0)) {
 			continue
 		}
 		k := ch.info.Table.Quoted() + "\x00" + ch.where
@@ -287,16 +315,16 @@ func (g *sqlgen) child(n *node, up string) string {
 		if n.kind == config.HasOne {
 			ord = order(n, a) // several matching rows: the first in key order, the same every time
 		}
-		return "(SELECT " + v + " FROM " + from(n.info, n.where, a) + j + " WHERE " + on(n.join, up, a) + ord + " LIMIT 1)"
+		return "(SELECT " + v + " FROM " + source(n, a) + j + " WHERE " + on(n.join, up, a) + ord + " LIMIT 1)"
 	case config.HasMany:
 		v, j := g.value(n, a)
 		var src string
 		if n.limit > 0 {
 			inner := g.alias()
-			src = "(SELECT " + inner + ".* FROM " + from(n.info, n.where, inner) + " WHERE " + on(n.join, up, inner) +
+			src = "(SELECT " + inner + ".* FROM " + source(n, inner) + " WHERE " + on(n.join, up, inner) +
 				order(n, inner) + " LIMIT " + strconv.Itoa(n.limit) + ") AS " + a + j
 		} else {
-			src = from(n.info, n.where, a) + j + " WHERE " + on(n.join, up, a)
+			src = source(n, a) + j + " WHERE " + on(n.join, up, a)
 		}
 		return "COALESCE((SELECT json_agg(" + v + order(n, a) + ") FROM " + src + "), '[]'::json)"
 	case config.ManyToMany:
@@ -305,16 +333,16 @@ func (g *sqlgen) child(n *node, up string) string {
 		var src string
 		if n.limit > 0 {
 			inner := g.alias()
-			src = "(SELECT " + inner + ".* FROM " + from(n.through, "", th) + " JOIN " + from(n.info, n.where, inner) +
+			src = "(SELECT " + inner + ".* FROM " + from(n.through, "", th) + " JOIN " + source(n, inner) +
 				" ON " + on(n.targetJoin, th, inner) + " WHERE " + on(n.join, up, th) + order(n, inner) +
 				" LIMIT " + strconv.Itoa(n.limit) + ") AS " + a + j
 		} else {
-			src = from(n.through, "", th) + " JOIN " + from(n.info, n.where, a) + " ON " + on(n.targetJoin, th, a) + j +
+			src = from(n.through, "", th) + " JOIN " + source(n, a) + " ON " + on(n.targetJoin, th, a) + j +
 				" WHERE " + on(n.join, up, th)
 		}
 		return "COALESCE((SELECT json_agg(" + v + order(n, a) + ") FROM " + src + "), '[]'::json)"
 	case "aggregate":
-		src := from(n.info, n.where, a) + " WHERE " + on(n.join, up, a)
+		src := source(n, a) + " WHERE " + on(n.join, up, a)
 		switch n.fn {
 		case config.Count:
 			return "(SELECT count(*) FROM " + src + ")"
@@ -376,7 +404,7 @@ func documentSQL(ix *Index) string {
 	b.WriteString("FROM (SELECT " + strings.Join(casts, ", ") + " FROM unnest(" + strings.Join(params, ", ") + ") AS v(" + strings.Join(vs, ", ") + ")) AS k\n")
 	obj, joins := g.object(ix.root, "t0")
 	b.WriteString("LEFT JOIN LATERAL (SELECT " + keyObject(ix.keyCols, rowExprs) + " AS key, " + strings.Join(rowTexts, ", ") + ", " + obj + " AS doc\n")
-	b.WriteString("  FROM " + from(ix.root.info, ix.root.where, "t0") + joins + " WHERE " + strings.Join(conds, " AND ") + ") AS d ON true")
+	b.WriteString("  FROM " + source(ix.root, "t0") + joins + " WHERE " + strings.Join(conds, " AND ") + ") AS d ON true")
 	return b.String()
 }
 
@@ -411,7 +439,7 @@ func scanSQL(ix *Index, after, upTo bool) string {
 	var b strings.Builder
 	obj, joins := g.object(ix.root, "t0")
 	b.WriteString("SELECT " + keyObject(ix.keyCols, keyExprs) + " AS key, " + strings.Join(texts, ", ") + ",\n  " + obj + " AS doc\n")
-	b.WriteString("FROM " + from(ix.root.info, ix.root.where, "t0") + joins)
+	b.WriteString("FROM " + source(ix.root, "t0") + joins)
 	if len(conds) > 0 {
 		b.WriteString("\nWHERE " + strings.Join(conds, " AND "))
 	}

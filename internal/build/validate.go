@@ -24,7 +24,8 @@ type Problem struct {
 	// Code is one of missing_schema, missing_table, missing_column, no_key,
 	// nullable_key, generated_column, duplicate_field, join_types,
 	// aggregate_type, order_by_column, replica_identity, nullable_join,
-	// not_a_table, invalid_sql, where_reads_table, where_volatile, inheritance, unlogged, key_not_unique.
+	// not_a_table, invalid_sql, where_reads_table, where_volatile, field_reads_table,
+	// field_volatile, field_columns, inheritance, unlogged, key_not_unique.
 	Code    string `json:"code"`
 	Index   string `json:"index"`
 	Path    string `json:"path"`
@@ -307,6 +308,9 @@ func (c *compiler) fields(n *node) {
 			field = to
 		}
 		claim(field, fmt.Sprintf("column %q", col))
+	}
+	for _, f := range n.fields {
+		claim(f.Name, fmt.Sprintf("field %q", f.Name))
 	}
 	for _, ch := range n.children {
 		what := "relation"

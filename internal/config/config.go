@@ -116,8 +116,17 @@ type Index struct {
 	Columns    []string
 	Where      string
 	Rename     Pairs
+	Fields     []Field
 	Relations  []Relation
 	Aggregates []Aggregate
+}
+
+// Field is a computed field: a SQL expression over its table's own row
+// (first_name || ' ' || last_name, doc->'address'->>'city', xmin::text),
+// written into the object after the columns, in config order.
+type Field struct {
+	Name string
+	Expr string
 }
 
 // Relation kinds.
@@ -145,6 +154,7 @@ type Relation struct {
 	Limit      int
 	Scalar     bool
 	Rename     Pairs
+	Fields     []Field
 	Relations  []Relation
 	Aggregates []Aggregate
 }

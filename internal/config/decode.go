@@ -256,9 +256,10 @@ func (d *decoder) orderBy(n *yaml.Node, path string) []OrderBy {
 	return out
 }
 
-var indexKeys = []string{"name", "table", "key", "columns", "where", "rename", "relations", "aggregates"}
-var relationKeys = []string{"name", "table", "kind", "join", "through", "key", "columns", "order_by", "where", "limit", "scalar", "rename", "relations", "aggregates"}
+var indexKeys = []string{"name", "table", "key", "columns", "where", "rename", "fields", "relations", "aggregates"}
+var relationKeys = []string{"name", "table", "kind", "join", "through", "key", "columns", "order_by", "where", "limit", "scalar", "rename", "fields", "relations", "aggregates"}
 var throughKeys = []string{"table", "join", "target_join"}
+var fieldKeys = []string{"name", "expr"}
 var aggregateKeys = []string{"name", "table", "join", "fn", "column", "where"}
 
 func (d *decoder) indexes(n *yaml.Node) []Index {
@@ -283,6 +284,7 @@ func (d *decoder) indexes(n *yaml.Node) []Index {
 			Columns:    d.strs(m["columns"], join(path, "columns")),
 			Where:      d.str(m["where"], join(path, "where")),
 			Rename:     d.pairs(m["rename"], join(path, "rename")),
+			Fields:     d.computed(m["fields"], join(path, "fields")),
 			Relations:  d.relations(m["relations"], join(path, "relations")),
 			Aggregates: d.aggregates(m["aggregates"], join(path, "aggregates")),
 		})
@@ -315,6 +317,7 @@ func (d *decoder) relations(n *yaml.Node, path string) []Relation {
 			Limit:      d.integer(m["limit"], join(p, "limit")),
 			Scalar:     d.boolean(m["scalar"], join(p, "scalar")),
 			Rename:     d.pairs(m["rename"], join(p, "rename")),
+			Fields:     d.computed(m["fields"], join(p, "fields")),
 			Relations:  d.relations(m["relations"], join(p, "relations")),
 			Aggregates: d.aggregates(m["aggregates"], join(p, "aggregates")),
 		}
@@ -353,6 +356,25 @@ func (d *decoder) aggregates(n *yaml.Node, path string) []Aggregate {
 			Column: d.str(m["column"], join(p, "column")),
 			Where:  d.str(m["where"], join(p, "where")),
 		})
+	}
+	return out
+}
+
+// computed reads fields: a list of {name, expr}.
+func (d *decoder) computed(n *yaml.Node, path string) []Field {
+	if n == nil || n.Tag == "!!null" {
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		d.errf(n, path, "must be a list of fields (- name: full_name, expr: first_name || ' ' || last_name)")
+		return nil
+	}
+	out := make([]Field, 0, len(n.Content))
+	for i, c := range n.Content {
+		p := elemPath(path, i, c)
+		d.mark(p, c)
+		m := d.mapping(c, p, fieldKeys)
+		out = append(out, Field{Name: d.str(m["name"], join(p, "name")), Expr: d.str(m["expr"], join(p, "expr"))})
 	}
 	return out
 }

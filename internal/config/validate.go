@@ -94,7 +94,7 @@ func (c *Config) validate(label func(path string) string) error {
 		v.columnList(path+".key", ix.Key)
 		v.columnList(path+".columns", ix.Columns)
 		v.renames(path, ix.Columns, ix.Rename)
-		v.fields(path, ix.Columns, ix.Rename, ix.Relations, ix.Aggregates)
+		v.fields(path, ix.Columns, ix.Rename, ix.Fields, ix.Relations, ix.Aggregates)
 		for j := range ix.Relations {
 			v.relation(relPath(path, j, ix.Relations[j].Name), &ix.Relations[j])
 		}
@@ -129,6 +129,13 @@ func relPath(parent string, i int, name string) string {
 		return fmt.Sprintf("%s.relations[%d]", parent, i)
 	}
 	return fmt.Sprintf("%s.relations[%s]", parent, name)
+}
+
+func fieldPath(parent string, i int, name string) string {
+	if name == "" {
+		return fmt.Sprintf("%s.fields[%d]", parent, i)
+	}
+	return fmt.Sprintf("%s.fields[%s]", parent, name)
 }
 
 func aggPath(parent string, i int, name string) string {
@@ -172,7 +179,7 @@ func (v *validator) renames(path string, cols []string, rename Pairs) {
 // fields reports two things at one level of a document with the same name:
 // a column (after rename), a relation and an aggregate. The message names the
 // key of the second one.
-func (v *validator) fields(path string, cols []string, rename Pairs, rels []Relation, aggs []Aggregate) {
+func (v *validator) fields(path string, cols []string, rename Pairs, fs []Field, rels []Relation, aggs []Aggregate) {
 	owner := map[string]string{}
 	claim := func(name, what, at string) {
 		if name == "" {
@@ -190,6 +197,16 @@ func (v *validator) fields(path string, cols []string, rename Pairs, rels []Rela
 			field, at = to, path+".rename."+c
 		}
 		claim(field, fmt.Sprintf("column %q", c), at)
+	}
+	for i, f := range fs {
+		at := fieldPath(path, i, f.Name)
+		if f.Name == "" {
+			v.add(at+".name", "missing: every field needs a name, its key in the document")
+		}
+		if strings.TrimSpace(f.Expr) == "" {
+			v.add(at+".expr", "missing: a SQL expression over the table's own row, for example first_name || ' ' || last_name")
+		}
+		claim(f.Name, fmt.Sprintf("field %q", f.Name), at+".name")
 	}
 	for i, r := range rels {
 		if r.Name == "" {
@@ -247,6 +264,9 @@ func (v *validator) relation(path string, r *Relation) {
 	if r.Scalar && len(r.Columns) != 1 {
 		v.add(path+".scalar", "scalar: true needs exactly one column in columns, have %d", len(r.Columns))
 	}
+	if r.Scalar && len(r.Fields) > 0 {
+		v.add(path+".fields", "scalar: true writes one column's value, not an object: remove scalar or fields")
+	}
 	if r.Limit > 0 && known && !array {
 		v.add(path+".limit", "limit applies to arrays only (has_many, many_to_many), not to %s", r.Kind)
 	}
@@ -256,7 +276,7 @@ func (v *validator) relation(path string, r *Relation) {
 	if len(r.OrderBy) > 0 && known && !array {
 		v.add(path+".order_by", "order_by applies to arrays only (has_many, many_to_many), not to %s", r.Kind)
 	}
-	v.fields(path, r.Columns, r.Rename, r.Relations, r.Aggregates)
+	v.fields(path, r.Columns, r.Rename, r.Fields, r.Relations, r.Aggregates)
 	for j := range r.Relations {
 		v.relation(relPath(path, j, r.Relations[j].Name), &r.Relations[j])
 	}

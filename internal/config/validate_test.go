@@ -337,6 +337,64 @@ indexes:
 			want: []string{`index "posts".aggregates[score].name: field "score" is defined twice in index "posts": by column "votes" and by aggregate "score"`},
 		},
 		{
+			name: "field and column with the same name",
+			yaml: `
+indexes:
+  - name: posts
+    table: public.posts
+    columns: [id, title]
+    fields:
+      - {name: title, expr: "upper(title)"}
+`,
+			want: []string{`index "posts".fields[title].name: field "title" is defined twice in index "posts": by column "title" and by field "title"`},
+		},
+		{
+			name: "field and relation with the same name",
+			yaml: validIndex + `    fields:
+      - {name: author, expr: "author_id::text"}
+`,
+			want: []string{`index "posts".relations[author].name: field "author" is defined twice in index "posts": by field "author" and by relation "author"`},
+		},
+		{
+			name: "field without expr or name",
+			yaml: validIndex + `    fields:
+      - {name: loud}
+`,
+			want: []string{`index "posts".fields[loud].expr: missing: a SQL expression`},
+		},
+		{
+			name: "field without a name",
+			yaml: validIndex + `    fields:
+      - {expr: "upper(title)"}
+`,
+			want: []string{`index "posts".fields[0].name: missing: every field needs a name`},
+		},
+		{
+			name: "field with a misspelt key",
+			yaml: validIndex + `    fields:
+      - {name: x, exp: "1"}
+`,
+			want: []string{`index "posts".fields[x].exp: unknown key "exp" (did you mean "expr"?)`},
+		},
+		{
+			name: "fields on a scalar relation",
+			yaml: `
+indexes:
+  - name: posts
+    table: public.posts
+    relations:
+      - name: tags
+        table: public.tags
+        kind: has_many
+        join: {id: post_id}
+        columns: [name]
+        scalar: true
+        fields:
+          - {name: loud, expr: "upper(name)"}
+`,
+			want: []string{`index "posts".relations[tags].fields: scalar: true writes one column's value, not an object`},
+		},
+		{
 			name: "clash inside a nested relation",
 			yaml: `
 indexes:
