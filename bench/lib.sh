@@ -59,10 +59,14 @@ pg_stop() {
   [ -n "${BENCH_PGDIR:-}" ] && "${BENCH_AS[@]}" "$PGBIN/pg_ctl" -D "$BENCH_PGDIR/data" -m immediate -w stop >/dev/null 2>&1 || true
 }
 
-# blog_load DB POSTS COMMENTS AUTHORS
+# blog_load DB POSTS COMMENTS AUTHORS [IDENTITY]
+# IDENTITY (default full) is the replica identity of comments and posts: the
+# figures in docs/benchmarks.md were measured at FULL; keymap.sh compares FULL
+# with DEFAULT (the schema's own, resolved through the key map).
 blog_load() {
   createdb "$1"
   psql -q -d "$1" -v authors="$4" -v posts="$2" -v comments="$3" -f "$BENCH_ROOT/workloads/blog/schema.sql" >/dev/null
+  psql -q -d "$1" -c "ALTER TABLE comments REPLICA IDENTITY ${5:-full}; ALTER TABLE posts REPLICA IDENTITY ${5:-full}" >/dev/null
 }
 
 dsn() { echo "postgres://postgres@127.0.0.1:$PGPORT/$1?sslmode=disable"; }
@@ -100,4 +104,22 @@ bench_cleanup() {
   sleep 0.5
   pg_stop
   rm -rf "$1"
+}
+
+# trace_stages LOG: medians and p99 (µs) of the stage durations of the
+# "group written" debug lines of a JSON log (internal/follow/trace.go),
+# the last 20,000 groups (the measured part of a latency run).
+trace_stages() {
+  grep '"group written"' "$1" | tail -20000 | python3 -c '
+import json, sys
+rows = [json.loads(l) for l in sys.stdin]
+keys = ["to_read", "hold", "handoff", "invisible", "visible", "resolve", "build", "flush", "confirm", "took"]
+def us(v):
+    return v * 1e6 if isinstance(v, (int, float)) else float("nan")
+print("stage (us, %d groups): " % len(rows) + "  ".join(
+    "%s p50 %.0f p99 %.0f" % (k, sorted(us(r.get(k, 0)) for r in rows)[len(rows) // 2],
+                              sorted(us(r.get(k, 0)) for r in rows)[min(len(rows) - 1, len(rows) * 99 // 100)])
+    for k in keys))
+print("visibility retries: %d groups" % sum(1 for r in rows if r.get("visibility_retries", 0) > 0))
+'
 }

@@ -7,6 +7,7 @@
 #   RATE=1000                                   latency
 #   RUNS=3                                      repeats (the median is reported)
 #   SWEEP=100000                                rows for the throughput plot (0 skips it)
+#   FANOUT="100000 1000000"                     posts on one renamed tag (0 skips it)
 # The outputs (stdout, JetStream R1, R3) are compared by BenchmarkOutput.
 # Prints one line per comparison (flusso-pg, peer, ratio flusso-pg/peer);
 # exits non-zero when a run failed, never because a ratio is low.
@@ -14,6 +15,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 POSTS=${POSTS:-200000} COMMENTS=${COMMENTS:-1000000} AUTHORS=${AUTHORS:-5000}
 UPDATES=${UPDATES:-200000} RATE=${RATE:-1000} RUNS=${RUNS:-3} SWEEP=${SWEEP:-100000}
+FANOUT=${FANOUT:-100000 1000000}
 mkdir -p "$here/results"
 failed=0
 echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), $(go version | cut -d' ' -f3)"
@@ -24,6 +26,11 @@ bash "$here/stream.sh" "$UPDATES" "$RUNS" "$RATE" | tee "$here/results/stream.tx
 if [ "$SWEEP" != 0 ]; then
   echo "== throughput by transaction size and batch size ($SWEEP rows)"
   bash "$here/sweep.sh" "$SWEEP" | tee "$here/results/sweep.txt" || failed=1
+fi
+if [ "$FANOUT" != 0 ]; then
+  echo "== fan-out: one tag on every post renamed ($FANOUT posts), against one COPY"
+  # shellcheck disable=SC2086 # the sizes are words
+  bash "$here/fanout.sh" $FANOUT | tee "$here/results/fanout.txt" || failed=1
 fi
 echo "== compact lines: bytes per line and CPU against the build before them (${COMPACT_REV:-3bee2a5})"
 bash "$here/compact.sh" "${COMPACT_REV:-3bee2a5}" 30000 150000 "$RUNS" | tee "$here/results/compact.txt" || failed=1

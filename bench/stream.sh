@@ -12,7 +12,11 @@
 #   idle:      flusso-pg's CPU while idle, and the slot's retained WAL 30 s
 #              after the last write.
 # Usage: bench/stream.sh [UPDATES=200000] [RUNS=3] [RATE=1000]
-# ONLY=rows|documents|latency|idle runs one part.
+# ONLY=rows|documents|latency|idle runs one part. With latency:
+#   BEFORE=<git rev or binary> also measures that flusso-pg, right after;
+#   TRACE=1 runs flusso-pg once more at log level debug and prints each
+#   stage's p50/p99 in µs over the measured groups (docs/benchmarks.md);
+#   TRACE_BEFORE=<binary> the same for an older build that logs the stages.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 N=${1:-200000}
@@ -140,6 +144,34 @@ if part latency; then
 echo "latency at $RATE commits/s (synchronous_commit on):"
 "$work/latency" -dsn "$(dsn lat)" -rate "$RATE" -duration 20s -first 1 \
   -cmd "$FLUSSO follow --config $work/lat.yaml --log-level warn" | sed 's/^/  flusso-pg: /' || failed=1
+if [ -n "${BEFORE:-}" ]; then
+  # An older flusso-pg (a commit, or a built binary), same server, right after.
+  before="$BEFORE"
+  if [ ! -x "$before" ]; then
+    before="$work/flusso-before"
+    mkdir -p "$work/before-src"
+    git -C "$BENCH_ROOT" archive "$BEFORE" | tar -x -C "$work/before-src"
+    (cd "$work/before-src" && go build -o "$before" ./cmd/flusso-pg)
+  fi
+  rm -rf "$work/state-lat"; psql -q -d lat -c "SELECT pg_drop_replication_slot('flusso_lat')" >/dev/null
+  "$work/latency" -dsn "$(dsn lat)" -rate "$RATE" -duration 20s -first 100001 \
+    -cmd "$before follow --config $work/lat.yaml --log-level warn" | sed "s/^/  flusso-pg ${BEFORE##*/}: /" || failed=1
+fi
+if [ -n "${TRACE:-}" ]; then
+  # The same at log level debug: every group's stage durations (the "group
+  # written" line), their medians and p99 in microseconds. Logging costs a
+  # little of its own, so the ratios are those of the runs above.
+  rm -rf "$work/state-lat"; psql -q -d lat -c "SELECT pg_drop_replication_slot('flusso_lat')" >/dev/null
+  "$work/latency" -dsn "$(dsn lat)" -rate "$RATE" -duration 20s -first 300001 \
+    -cmd "$FLUSSO follow --config $work/lat.yaml --log-level debug --log-format json 2>$work/trace.log" | sed 's/^/  flusso-pg traced: /' || failed=1
+  trace_stages "$work/trace.log" | sed 's/^/  /'
+  if [ -n "${TRACE_BEFORE:-}" ]; then # an older binary that logs the same stages
+    rm -rf "$work/state-lat"; psql -q -d lat -c "SELECT pg_drop_replication_slot('flusso_lat')" >/dev/null
+    "$work/latency" -dsn "$(dsn lat)" -rate "$RATE" -duration 20s -first 300001 \
+      -cmd "$TRACE_BEFORE follow --config $work/lat.yaml --log-level debug --log-format json 2>$work/trace-before.log" | sed "s/^/  flusso-pg ${TRACE_BEFORE##*/} traced: /" || failed=1
+    trace_stages "$work/trace-before.log" | sed 's/^/  /'
+  fi
+fi
 psql -q -d lat -c "SELECT pg_create_logical_replication_slot('w2j_lat', 'wal2json')" >/dev/null
 "$work/latency" -dsn "$(dsn lat)" -rate "$RATE" -duration 20s -first 200001 \
   -cmd "pg_recvlogical -d '$(dsn lat)' --slot w2j_lat --start -o format-version=2 -s 1 -f -" | sed 's/^/  pg_recvlogical+wal2json: /' || failed=1

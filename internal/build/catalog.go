@@ -3,6 +3,7 @@ package build
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 
@@ -107,7 +108,7 @@ func (t *TableInfo) generated(cols []string) []string {
 // InIdentity reports whether every one of cols is carried by an old tuple.
 func (t *TableInfo) InIdentity(cols []string) bool {
 	for _, c := range cols {
-		if !contains(t.IdentityColumns, c) {
+		if !slices.Contains(t.IdentityColumns, c) {
 			return false
 		}
 	}
@@ -198,7 +199,7 @@ func (c *Catalog) Tables() []*TableInfo {
 func (c *Catalog) hasSchema(s string) bool {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return contains(c.schemas, s)
+	return slices.Contains(c.schemas, s)
 }
 
 func (c *Catalog) schemaNames() []string {
@@ -395,15 +396,6 @@ ORDER BY 1, 2`)
 		}
 	}
 	return schemas, rels, rows.Err()
-}
-
-func contains(list []string, s string) bool {
-	for _, e := range list {
-		if e == s {
-			return true
-		}
-	}
-	return false
 }
 
 func dedupe(in []string) []string {

@@ -5,11 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/flusso-pg/flusso-pg/internal/config"
 )
 
 // FieldFacts is what the server says of one computed field: the columns of
@@ -56,104 +57,28 @@ func (ix *Index) Fields() []FieldFacts {
 // Nothing needs capturing for them: every change of a row rebuilds the
 // documents that hold it, whichever columns it changes.
 func checkFields(ctx context.Context, q Querier, indexes []*Index) ([]Problem, error) {
-	var problems []Problem
-	trees := map[string][]string{}
-	var schemas []string
-	var walk func(ix *Index, n *node) error
-	walk = func(ix *Index, n *node) error {
-		if len(n.fields) > 0 && n.info != nil {
-			ps, err := fieldProblems(ctx, q, ix, n, trees, &schemas)
-			if err != nil {
-				return err
-			}
-			problems = append(problems, ps...)
-		}
-		for _, ch := range n.children {
-			if err := walk(ix, ch); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	for _, ix := range indexes {
-		if ix.root != nil {
-			if err := walk(ix, ix.root); err != nil {
-				return problems, err
-			}
-		}
-	}
-	return problems, nil
+	pc := &planChecks{q: q, trees: map[string][]string{}}
+	return pc.each(indexes, func(n *node) bool { return len(n.fields) > 0 }, func(ix *Index, n *node) ([]Problem, error) {
+		return pc.fieldProblems(ctx, ix, n)
+	})
 }
 
-func fieldProblems(ctx context.Context, q Querier, ix *Index, n *node, trees map[string][]string, schemas *[]string) ([]Problem, error) {
+// fieldProblems checks each computed field of a node (fieldProblem), then
+// derives the columns and types of those that passed (resolveFields) into
+// n.facts.
+func (pc *planChecks) fieldProblems(ctx context.Context, ix *Index, n *node) ([]Problem, error) {
 	table := n.info.Table.String()
 	var problems []Problem
 	var good []int
 	for i, f := range n.fields {
-		path := fmt.Sprintf("%s.fields[%s]", n.path, f.Name)
-		at := func(code, sev, msg, fix string) Problem {
-			return Problem{Severity: sev, Code: code, Index: ix.Name(), Path: path, Table: table, Message: msg, Fix: fix}
-		}
-		var plan []byte
-		err := q.QueryRow(ctx, "EXPLAIN (VERBOSE, FORMAT JSON) SELECT ("+f.Expr+"\n) FROM "+n.info.Table.Quoted()).Scan(&plan)
-		if err != nil {
-			problems = append(problems, at("invalid_sql", SeverityError,
-				fmt.Sprintf("index %s, field %s: expression %q on table %s: %v", ix.Name(), f.Name, f.Expr, table, err),
-				"write an expression over the columns of "+table))
-			continue
-		}
-		facts, err := readPlan(plan)
-		if err != nil {
-			return nil, fmt.Errorf("read the plan of field %s: %w", f.Name, err)
-		}
-		own, ok := trees[table]
-		if !ok {
-			if own, err = relationTree(ctx, q, n.info); err != nil {
-				return nil, err
-			}
-			trees[table] = own
-		}
-		var others []string
-		for rel, count := range facts.relations {
-			if !slices.Contains(own, rel) {
-				others = append(others, rel)
-			} else if count > 1 && n.info.IsTable() {
-				others = append(others, table+" (other rows of it)")
-			}
-		}
-		if top := topNode(plan); top == "Aggregate" || top == "WindowAgg" || top == "ProjectSet" {
-			others = append(others, table+" (other rows of it, through "+strings.ToLower(top)+")")
-		}
-		sort.Strings(others)
-		if len(others) > 0 && n.info.IsTable() {
-			problems = append(problems, at("field_reads_table", SeverityError,
-				fmt.Sprintf("index %s, field %s: expression %q on table %s reads %s: a field is computed from its own row only; relations and aggregates read other rows and tables, and their changes are followed",
-					ix.Name(), f.Name, f.Expr, table, strings.Join(others, ", ")),
-				"use a relation (for the rows themselves) or an aggregate (count, sum, min, max, avg, ids) of the index instead"))
-			continue
-		}
-		if *schemas == nil {
-			if err := q.QueryRow(ctx, "SELECT current_schemas(true)::text[]").Scan(schemas); err != nil {
-				return nil, fmt.Errorf("read the search_path: %w", err)
-			}
-		}
-		volatile, stable, err := classifyCalls(ctx, q, facts.calls, *schemas)
+		ps, ok, err := pc.fieldProblem(ctx, ix, n, f)
 		if err != nil {
 			return nil, err
 		}
-		moving := dedupe(append(append(facts.clock, clockCalls(facts.calls)...), volatile...))
-		moving = append(moving, clockLiteral.FindAllString(f.Expr, -1)...)
-		if len(moving) > 0 {
-			problems = append(problems, at("field_volatile", SeverityWarning,
-				fmt.Sprintf("index %s, field %s: expression %q calls %s, which can give another value with no change in the database: the field is what it was when the document was last built, and a rebuild (or backfill) gives a new value (and a function that writes, such as nextval, is refused when the document is built: flusso-pg's sessions are read-only)",
-					ix.Name(), f.Name, f.Expr, strings.Join(moving, ", ")), ""))
+		problems = append(problems, ps...)
+		if ok {
+			good = append(good, i)
 		}
-		if len(stable) > 0 {
-			problems = append(problems, at("field_volatile", SeverityWarning,
-				fmt.Sprintf("index %s, field %s: expression %q calls STABLE %s: if it reads other tables, their changes are not followed and the field may stay stale",
-					ix.Name(), f.Name, f.Expr, strings.Join(stable, ", ")), ""))
-		}
-		good = append(good, i)
 	}
 	n.facts = make([]FieldFacts, len(n.fields))
 	for i, f := range n.fields {
@@ -162,7 +87,7 @@ func fieldProblems(ctx context.Context, q Querier, ix *Index, n *node, trees map
 	if len(good) == 0 {
 		return problems, nil
 	}
-	if err := resolveFields(ctx, q, n, good); err != nil {
+	if err := resolveFields(ctx, pc.q, n, good); err != nil {
 		for _, i := range good {
 			n.facts[i].Unknown = err.Error()
 		}
@@ -170,6 +95,68 @@ func fieldProblems(ctx context.Context, q Querier, ix *Index, n *node, trees map
 			Message: fmt.Sprintf("the columns the fields of %s read could not be derived (%v); documents are exact regardless: every change of a row of %s rebuilds the documents that hold it", table, err, table)})
 	}
 	return problems, nil
+}
+
+// fieldProblem checks one field: the server must plan its expression, it
+// may read no other row or table (an error, and ok false), and what it
+// calls that can move is a warning (ok stays true).
+func (pc *planChecks) fieldProblem(ctx context.Context, ix *Index, n *node, f config.Field) (problems []Problem, ok bool, err error) {
+	table := n.info.Table.String()
+	path := fmt.Sprintf("%s.fields[%s]", n.path, f.Name)
+	at := func(code, sev, msg, fix string) Problem {
+		return Problem{Severity: sev, Code: code, Index: ix.Name(), Path: path, Table: table, Message: msg, Fix: fix}
+	}
+	var plan []byte
+	if err := pc.q.QueryRow(ctx, "EXPLAIN (VERBOSE, FORMAT JSON) SELECT ("+f.Expr+"\n) FROM "+n.info.Table.Quoted()).Scan(&plan); err != nil {
+		return []Problem{at("invalid_sql", SeverityError,
+			fmt.Sprintf("index %s, field %s: expression %q on table %s: %v", ix.Name(), f.Name, f.Expr, table, err),
+			"write an expression over the columns of "+table)}, false, nil
+	}
+	facts, err := readPlan(plan)
+	if err != nil {
+		return nil, false, fmt.Errorf("read the plan of field %s: %w", f.Name, err)
+	}
+	others, err := pc.fieldReads(ctx, n, facts, plan)
+	if err != nil {
+		return nil, false, err
+	}
+	if len(others) > 0 && n.info.IsTable() {
+		return []Problem{at("field_reads_table", SeverityError,
+			fmt.Sprintf("index %s, field %s: expression %q on table %s reads %s: a field is computed from its own row only; relations and aggregates read other rows and tables, and their changes are followed",
+				ix.Name(), f.Name, f.Expr, table, strings.Join(others, ", ")),
+			"use a relation (for the rows themselves) or an aggregate (count, sum, min, max, avg, ids) of the index instead")}, false, nil
+	}
+	volatile, stable, err := pc.classify(ctx, facts.calls)
+	if err != nil {
+		return nil, false, err
+	}
+	moving := dedupe(append(append(facts.clock, clockCalls(facts.calls)...), volatile...))
+	moving = append(moving, clockLiteral.FindAllString(f.Expr, -1)...)
+	if len(moving) > 0 {
+		problems = append(problems, at("field_volatile", SeverityWarning,
+			fmt.Sprintf("index %s, field %s: expression %q calls %s, which can give another value with no change in the database: the field is what it was when the document was last built, and a rebuild (or backfill) gives a new value (and a function that writes, such as nextval, is refused when the document is built: flusso-pg's sessions are read-only)",
+				ix.Name(), f.Name, f.Expr, strings.Join(moving, ", ")), ""))
+	}
+	if len(stable) > 0 {
+		problems = append(problems, at("field_volatile", SeverityWarning,
+			fmt.Sprintf("index %s, field %s: expression %q calls STABLE %s: if it reads other tables, their changes are not followed and the field may stay stale",
+				ix.Name(), f.Name, f.Expr, strings.Join(stable, ", ")), ""))
+	}
+	return problems, true, nil
+}
+
+// fieldReads is reads, and the other rows of its own table an aggregate,
+// a window or a set-returning function at the plan's top gathers.
+func (pc *planChecks) fieldReads(ctx context.Context, n *node, facts *planFacts, plan []byte) ([]string, error) {
+	others, err := pc.reads(ctx, n, facts)
+	if err != nil {
+		return nil, err
+	}
+	if top := topNode(plan); top == "Aggregate" || top == "WindowAgg" || top == "ProjectSet" {
+		others = append(others, n.info.Table.String()+" (other rows of it, through "+strings.ToLower(top)+")")
+		sort.Strings(others)
+	}
+	return others, nil
 }
 
 // topNode is the type of a plan's top node.

@@ -19,11 +19,39 @@ type KeyMapTable struct {
 }
 
 // mappable reports whether the key map can stand in for a replica identity
-// that does not carry cols: the map is on, the table is a plain table (not
-// partitioned: its leaves write the WAL), and its identity sends a key.
+// that does not carry cols: the map is on, and the table's old rows carry a
+// key, mapKey. A partitioned table's WAL is written by its leaves, each with
+// its own identity: the map keys it by its primary key (which holds the
+// partition key, so it is unique across the leaves), when every leaf sends
+// that key and some leaf does not send cols.
 func mappable(on bool, t *TableInfo, cols []string) bool {
-	return on && t.IsTable() && len(t.Leaves) == 0 && t.ReplicaIdentity != IdentityFull &&
+	if !on || !t.IsTable() {
+		return false
+	}
+	if t.Kind == "p" {
+		return len(t.PrimaryKey) > 0 && !leavesCarry(t, cols) && leavesCarry(t, t.PrimaryKey)
+	}
+	return len(t.Leaves) == 0 && t.ReplicaIdentity != IdentityFull &&
 		t.ReplicaIdentity != IdentityNothing && len(t.IdentityColumns) > 0 && !t.InIdentity(cols)
+}
+
+// mapKey is the key the map keeps t's rows by: its identity's columns, a
+// partitioned table's primary key.
+func mapKey(t *TableInfo) []string {
+	if t.Kind == "p" {
+		return t.PrimaryKey
+	}
+	return t.IdentityColumns
+}
+
+// leavesCarry reports whether the old row of every leaf of t carries cols.
+func leavesCarry(t *TableInfo, cols []string) bool {
+	for _, l := range t.Leaves {
+		if l.ReplicaIdentity == IdentityNothing || !containsAll(l.IdentityColumns, cols) {
+			return false
+		}
+	}
+	return true
 }
 
 // keyMapped turns the replica_identity verdict on a table below the root
@@ -39,9 +67,17 @@ func (c *compiler) keyMapped(path string, t *TableInfo, cols []string) bool {
 		}
 	}
 	c.add(Problem{Severity: SeverityInfo, Code: "key_map", Path: path, Table: t.Table.String(), Column: strings.Join(cols, ", "),
-		Message: fmt.Sprintf("table %s: REPLICA IDENTITY %s sends only %s in the old row, not %s: a DELETE or an UPDATE that changes %s finds its old document through the key map in state.dir (capture.key_map: auto); REPLICA IDENTITY FULL would make the map unnecessary, and is cheaper for a table of a few thousand rows",
-			t.Table, t.ReplicaIdentity, strings.Join(t.IdentityColumns, ", "), strings.Join(cols, ", "), strings.Join(cols, ", "))})
+		Message: fmt.Sprintf("table %s: %s, not %s: a DELETE or an UPDATE that changes %s finds its old document through the key map in state.dir (capture.key_map: auto); REPLICA IDENTITY FULL would make the map unnecessary, and is cheaper for a table of a few thousand rows",
+			t.Table, sends(t), strings.Join(cols, ", "), strings.Join(cols, ", "))})
 	return true
+}
+
+// sends says what t's old rows carry, for keyMapped's line.
+func sends(t *TableInfo) string {
+	if t.Kind == "p" {
+		return fmt.Sprintf("its partitions' replica identities send its key %s in the old row", strings.Join(t.PrimaryKey, ", "))
+	}
+	return fmt.Sprintf("REPLICA IDENTITY %s sends only %s in the old row", t.ReplicaIdentity, strings.Join(t.IdentityColumns, ", "))
 }
 
 // KeyMapTables lists, sorted, the tables the key map keeps: those whose
@@ -57,12 +93,13 @@ func (p *Plan) KeyMapTables() ([]KeyMapTable, error) {
 		if !ok || info == nil || !mappable(true, info, cols) {
 			continue
 		}
-		for _, k := range info.IdentityColumns {
+		key := mapKey(info)
+		for _, k := range key {
 			if !slices.Contains(p.capture[t], k) {
-				return nil, fmt.Errorf("table %s: the key map needs its identity column %s, which no index reads as a key; make it the relation's key, or set REPLICA IDENTITY FULL", t, k)
+				return nil, fmt.Errorf("table %s: the key map needs its key column %s, which no index reads as a key; make it the relation's key, or set REPLICA IDENTITY FULL", t, k)
 			}
 		}
-		out = append(out, KeyMapTable{Table: t, Key: append([]string(nil), info.IdentityColumns...), Join: append([]string(nil), cols...)})
+		out = append(out, KeyMapTable{Table: t, Key: append([]string(nil), key...), Join: append([]string(nil), cols...)})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Table.String() < out[j].Table.String() })
 	return out, nil

@@ -3,6 +3,7 @@ package build
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -32,6 +33,7 @@ type Index struct {
 	keyCols []string
 	keyType []string
 	docSQL  string
+	docSQL1 string       // docSQL for one key: one text parameter per key column
 	scanSQL [2][2]string // [after][upTo]
 }
 
@@ -102,12 +104,9 @@ func (ix *Index) Config() *config.Index { return ix.cfg }
 func (ix *Index) Tables() []change.Table {
 	var out []change.Table
 	add := func(t change.Table) {
-		for _, u := range out {
-			if u == t {
-				return
-			}
+		if !slices.Contains(out, t) {
+			out = append(out, t)
 		}
-		out = append(out, t)
 	}
 	var walk func(n *node)
 	walk = func(n *node) {
@@ -160,7 +159,7 @@ func Compile(ctx context.Context, q Querier, cfg *config.Config) (*Plan, []Probl
 		return nil, problems, err
 	}
 	problems = append(problems, more...)
-	if hasError(more) {
+	if HasError(more) {
 		p = nil
 	}
 	more, err = checkFields(ctx, q, indexes)
@@ -168,7 +167,7 @@ func Compile(ctx context.Context, q Querier, cfg *config.Config) (*Plan, []Probl
 		return nil, problems, err
 	}
 	problems = append(problems, more...)
-	if hasError(more) {
+	if HasError(more) {
 		p = nil
 	}
 	if p != nil {
@@ -177,37 +176,21 @@ func Compile(ctx context.Context, q Querier, cfg *config.Config) (*Plan, []Probl
 			return nil, problems, err
 		}
 		problems = append(problems, more...)
-		if hasError(more) {
+		if HasError(more) {
 			p = nil
 		}
 	}
 	return p, problems, nil
 }
 
-// ConfigTables lists every table name the config's indexes name, as written.
+// ConfigTables lists every table name the config's indexes name, as
+// written, each once (config.Walk's order).
 func ConfigTables(cfg *config.Config) []string {
 	var out []string
-	var rels func([]config.Relation)
-	aggs := func(as []config.Aggregate) {
-		for _, a := range as {
-			out = append(out, a.Table)
-		}
-	}
-	rels = func(rs []config.Relation) {
-		for _, r := range rs {
-			out = append(out, r.Table)
-			if r.Through != nil {
-				out = append(out, r.Through.Table)
-			}
-			rels(r.Relations)
-			aggs(r.Aggregates)
-		}
-	}
-	for _, ix := range cfg.Indexes {
-		out = append(out, ix.Table)
-		rels(ix.Relations)
-		aggs(ix.Aggregates)
-	}
+	_ = config.Walk(cfg, func(_, table string, _ []string) error {
+		out = append(out, table)
+		return nil // never stops the walk
+	})
 	return dedupe(out)
 }
 
@@ -230,7 +213,7 @@ func newPlan(cat *Catalog, cfg *config.Config) (*Plan, []*Index, []Problem) {
 		ix.root = c.root(ixc)
 		p.Indexes = append(p.Indexes, ix)
 	}
-	if hasError(c.problems) {
+	if HasError(c.problems) {
 		return nil, p.Indexes, c.problems
 	}
 	for _, ix := range p.Indexes {
@@ -239,7 +222,8 @@ func newPlan(cat *Catalog, cfg *config.Config) (*Plan, []*Index, []Problem) {
 			col, _ := ix.root.info.Column(k)
 			ix.keyType = append(ix.keyType, col.Type)
 		}
-		ix.docSQL = documentSQL(ix)
+		ix.docSQL = documentSQL(ix, false)
+		ix.docSQL1 = documentSQL(ix, true)
 		for a := range 2 {
 			for u := range 2 {
 				ix.scanSQL[a][u] = scanSQL(ix, a == 1, u == 1)
@@ -265,81 +249,19 @@ func (p *Plan) CaptureColumns() map[change.Table][]string {
 }
 
 // index walks every tree to find, per table, its key, its capture columns
-// and its occurrences.
+// and its occurrences, then makes each table's resolver.
 func (p *Plan) index() {
 	p.keys = map[change.Table][]string{}
 	p.capture = map[change.Table][]string{}
 	p.occurs = map[change.Table][]*occurrence{}
-	addCols := func(info *TableInfo, cols []string) {
-		t := info.Table
-		for _, c := range cols {
-			if !contains(p.capture[t], c) {
-				p.capture[t] = append(p.capture[t], c)
-			}
-		}
-	}
-	// The parent side of a join is never read from the row (resolution
-	// goes up from the child's columns), so a generated column there, which
-	// pgoutput does not send, is left out.
-	addParentCols := func(info *TableInfo, cols []string) {
-		var keep []string
-		for _, c := range cols {
-			if len(info.generated([]string{c})) == 0 {
-				keep = append(keep, c)
-			}
-		}
-		addCols(info, keep)
-	}
-	var keysFirst func(n *node)
-	keysFirst = func(n *node) {
-		if _, ok := p.keys[n.info.Table]; !ok || (n.kind == "root" && len(n.key) > 0) {
-			p.keys[n.info.Table] = n.key
-			if len(n.info.generated(n.key)) > 0 {
-				// Not in the WAL: a table below the root whose key is
-				// generated is resolved without lookups by key.
-				p.keys[n.info.Table] = nil
-			}
-		}
-		if n.through != nil {
-			if _, ok := p.keys[n.through.Table]; !ok {
-				p.keys[n.through.Table] = n.through.PrimaryKey
-			}
-		}
-		for _, ch := range n.children {
-			keysFirst(ch)
-		}
-	}
 	for _, ix := range p.Indexes {
-		keysFirst(ix.root)
+		p.indexKeys(ix.root)
 	}
 	for t, k := range p.keys {
 		p.capture[t] = append([]string(nil), k...)
 	}
-	var walk func(ix *Index, n *node, up []hop)
-	walk = func(ix *Index, n *node, up []hop) {
-		if n.through != nil {
-			thHops := append([]hop{{cols: n.join.Tos(), upper: n.parent.info, upCols: n.join.Froms()}}, up...)
-			p.occurs[n.through.Table] = append(p.occurs[n.through.Table], &occurrence{ix: ix, info: n.through, path: n.path + ".through", hops: thHops})
-			addCols(n.through, n.join.Tos())
-			addParentCols(n.through, n.targetJoin.Froms())
-			addParentCols(n.parent.info, n.join.Froms())
-			up = append([]hop{{cols: n.targetJoin.Tos(), upper: n.through, upCols: n.targetJoin.Froms()}}, thHops...)
-			addCols(n.info, n.targetJoin.Tos())
-		} else if n.parent != nil {
-			up = append([]hop{{cols: n.join.Tos(), upper: n.parent.info, upCols: n.join.Froms()}}, up...)
-			addCols(n.info, n.join.Tos())
-			addParentCols(n.parent.info, n.join.Froms())
-		}
-		if n.parent == nil {
-			addCols(n.info, n.key)
-		}
-		p.occurs[n.info.Table] = append(p.occurs[n.info.Table], &occurrence{ix: ix, info: n.info, path: n.path, hops: up})
-		for _, ch := range n.children {
-			walk(ix, ch, up)
-		}
-	}
 	for _, ix := range p.Indexes {
-		walk(ix, ix.root, nil)
+		p.indexOccurrences(ix, ix.root, nil)
 	}
 	for t := range p.occurs {
 		p.tables = append(p.tables, t)
@@ -349,6 +271,77 @@ func (p *Plan) index() {
 	for _, t := range p.tables {
 		p.resolve[t] = p.newResolver(t)
 	}
+}
+
+// indexKeys records the key of n's table and of its join table, and so on
+// below n: a root's key wins over the same table's key elsewhere.
+func (p *Plan) indexKeys(n *node) {
+	if _, ok := p.keys[n.info.Table]; !ok || (n.kind == "root" && len(n.key) > 0) {
+		p.keys[n.info.Table] = n.key
+		if len(n.info.generated(n.key)) > 0 {
+			// Not in the WAL: a table below the root whose key is
+			// generated is resolved without lookups by key.
+			p.keys[n.info.Table] = nil
+		}
+	}
+	if n.through != nil {
+		if _, ok := p.keys[n.through.Table]; !ok {
+			p.keys[n.through.Table] = n.through.PrimaryKey
+		}
+	}
+	for _, ch := range n.children {
+		p.indexKeys(ch)
+	}
+}
+
+// indexOccurrences records where n's table (and its join table) occurs in
+// ix, with the hops up to the root (up: those above n's parent), and the
+// join columns capture must carry; and so on below n.
+func (p *Plan) indexOccurrences(ix *Index, n *node, up []hop) {
+	if n.through != nil {
+		thHops := append([]hop{{cols: n.join.Tos(), upper: n.parent.info, upCols: n.join.Froms()}}, up...)
+		p.occurs[n.through.Table] = append(p.occurs[n.through.Table], &occurrence{ix: ix, info: n.through, path: n.path + ".through", hops: thHops})
+		p.addCapture(n.through, n.join.Tos())
+		p.addParentCapture(n.through, n.targetJoin.Froms())
+		p.addParentCapture(n.parent.info, n.join.Froms())
+		up = append([]hop{{cols: n.targetJoin.Tos(), upper: n.through, upCols: n.targetJoin.Froms()}}, thHops...)
+		p.addCapture(n.info, n.targetJoin.Tos())
+	} else if n.parent != nil {
+		up = append([]hop{{cols: n.join.Tos(), upper: n.parent.info, upCols: n.join.Froms()}}, up...)
+		p.addCapture(n.info, n.join.Tos())
+		p.addParentCapture(n.parent.info, n.join.Froms())
+	}
+	if n.parent == nil {
+		p.addCapture(n.info, n.key)
+	}
+	p.occurs[n.info.Table] = append(p.occurs[n.info.Table], &occurrence{ix: ix, info: n.info, path: n.path, hops: up})
+	for _, ch := range n.children {
+		p.indexOccurrences(ix, ch, up)
+	}
+}
+
+// addCapture adds cols to the columns capture carries of info's table,
+// each once.
+func (p *Plan) addCapture(info *TableInfo, cols []string) {
+	t := info.Table
+	for _, c := range cols {
+		if !slices.Contains(p.capture[t], c) {
+			p.capture[t] = append(p.capture[t], c)
+		}
+	}
+}
+
+// addParentCapture is addCapture for the parent side of a join, which is
+// never read from the row (resolution goes up from the child's columns): a
+// generated column there, which pgoutput does not send, is left out.
+func (p *Plan) addParentCapture(info *TableInfo, cols []string) {
+	var keep []string
+	for _, c := range cols {
+		if len(info.generated([]string{c})) == 0 {
+			keep = append(keep, c)
+		}
+	}
+	p.addCapture(info, keep)
 }
 
 // compiler turns config into node trees, collecting problems as it goes.

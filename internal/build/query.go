@@ -375,7 +375,14 @@ func keyObject(cols, exprs []string) string {
 // every key comes back: the key as passed in (i<n>), as looked up (its JSON
 // and texts, for a delete), and as the row spells it (d.key, d.r<n>; NULL
 // with a NULL document when the row is gone).
-func documentSQL(ix *Index) string {
+//
+// With one, the statement for a single key: one text parameter per key
+// column, the same rows. A commit of one row, the common case of a quiet
+// stream, is then one index lookup the server can plan once: over unnest
+// of an array the generic plan's estimate (ten keys) never beats the
+// custom plan's, so that statement is planned again at every execution —
+// most of its time on the server for one key (docs/benchmarks.md).
+func documentSQL(ix *Index, one bool) string {
 	g := &sqlgen{}
 	var vs, casts, keyExprs, inputs, texts, rowExprs, rowTexts, conds []string
 	for i, c := range ix.keyCols {
@@ -392,7 +399,14 @@ func documentSQL(ix *Index) string {
 	}
 	params := make([]string, len(vs))
 	for i := range vs {
-		params[i] = "$" + strconv.Itoa(i+1) + "::text[]"
+		params[i] = "$" + strconv.Itoa(i+1) + "::text"
+		if !one {
+			params[i] += "[]"
+		}
+	}
+	from := "unnest(" + strings.Join(params, ", ") + ")"
+	if one {
+		from = "(VALUES (" + strings.Join(params, ", ") + "))"
 	}
 	var dr []string
 	for i := range ix.keyCols {
@@ -401,7 +415,7 @@ func documentSQL(ix *Index) string {
 	var b strings.Builder
 	b.WriteString("SELECT " + strings.Join(inputs, ", ") + ", " + keyObject(ix.keyCols, keyExprs) + " AS key, " + strings.Join(texts, ", ") +
 		", d.key, " + strings.Join(dr, ", ") + ", d.doc\n")
-	b.WriteString("FROM (SELECT " + strings.Join(casts, ", ") + " FROM unnest(" + strings.Join(params, ", ") + ") AS v(" + strings.Join(vs, ", ") + ")) AS k\n")
+	b.WriteString("FROM (SELECT " + strings.Join(casts, ", ") + " FROM " + from + " AS v(" + strings.Join(vs, ", ") + ")) AS k\n")
 	obj, joins := g.object(ix.root, "t0")
 	b.WriteString("LEFT JOIN LATERAL (SELECT " + keyObject(ix.keyCols, rowExprs) + " AS key, " + strings.Join(rowTexts, ", ") + ", " + obj + " AS doc\n")
 	b.WriteString("  FROM " + source(ix.root, "t0") + joins + " WHERE " + strings.Join(conds, " AND ") + ") AS d ON true")
@@ -472,10 +486,17 @@ func (ix *Index) Build(ctx context.Context, q Querier, keys []Key, fn func(Doc) 
 		}
 	}
 	args := make([]any, len(cols))
+	sql := ix.docSQL
 	for i := range cols {
 		args[i] = cols[i]
+		if len(first) == 1 {
+			args[i] = cols[i][0]
+		}
 	}
-	if err := ix.runBuild(ctx, q, args, first, fn); err != nil {
+	if len(first) == 1 {
+		sql = ix.docSQL1
+	}
+	if err := ix.runBuild(ctx, q, sql, args, first, fn); err != nil {
 		return fmt.Errorf("index %s: build documents: %w", ix.Name(), err)
 	}
 	return nil
@@ -484,8 +505,8 @@ func (ix *Index) Build(ctx context.Context, q Querier, keys []Key, fn func(Doc) 
 // runBuild reads Build's rows (inputs, looked-up key json and texts, row key
 // json and texts, doc) without copying the documents. first gives each
 // input key's position in Build's keys (Doc.Input).
-func (ix *Index) runBuild(ctx context.Context, q Querier, args []any, first map[string]int, fn func(Doc) error) error {
-	rows, err := q.Query(ctx, ix.docSQL, args...)
+func (ix *Index) runBuild(ctx context.Context, q Querier, sql string, args []any, first map[string]int, fn func(Doc) error) error {
+	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package build
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -51,7 +52,7 @@ func (p *Plan) newResolver(t change.Table) *resolver {
 	}
 	for _, o := range occ {
 		ix := o.ix
-		if !contains(r.names, ix.Name()) {
+		if !slices.Contains(r.names, ix.Name()) {
 			r.names = append(r.names, ix.Name())
 		}
 		if len(o.hops) == 0 {
@@ -66,7 +67,7 @@ func (p *Plan) newResolver(t change.Table) *resolver {
 		if len(o.hops) == 1 && h.upper == ix.root.info {
 			d := direct{ix: ix, path: o.path}
 			for _, k := range ix.root.key {
-				j := indexOf(h.upCols, k)
+				j := slices.Index(h.upCols, k)
 				if j < 0 {
 					d.pos = nil
 					break
@@ -164,193 +165,6 @@ func (p *Plan) ResolveSQL(t change.Table) string {
 		b.WriteString(r.query + "\n")
 	}
 	return b.String()
-}
-
-// Resolve returns the root keys, per index, whose documents rows change:
-// resolved from the old values as well as the new, so a deleted child or a
-// child moved to another parent rebuilds the old parent too. It runs at most
-// one query per table (plus one to look up TOAST values the server did not send).
-//
-// A TRUNCATE of a root drops the keys of the rows before it (their
-// documents go with the truncate line); the rows written after it in the
-// same batch (BEGIN; TRUNCATE t; INSERT ...; COMMIT) are resolved as usual.
-func (p *Plan) Resolve(ctx context.Context, q Querier, rows []change.Row) (*Affected, error) {
-	c := -1
-	for i := len(rows) - 1; i >= 0; i-- {
-		if rows[i].Op == change.Truncate && p.truncatesRoot(rows[i].Table) {
-			c = i
-			break
-		}
-	}
-	if c < 0 {
-		return p.resolveRows(ctx, q, rows)
-	}
-	before, err := p.Resolve(ctx, q, rows[:c])
-	if err != nil {
-		return nil, err
-	}
-	after, err := p.resolveRows(ctx, q, rows[c+1:])
-	if err != nil {
-		return nil, err
-	}
-	truncated, rebuild := map[*Index]bool{}, map[*Index]bool{}
-	for _, ix := range before.Truncated {
-		truncated[ix] = true
-	}
-	for _, o := range p.occurs[rows[c].Table] {
-		if len(o.hops) == 0 {
-			truncated[o.ix] = true
-		} else {
-			rebuild[o.ix] = true
-		}
-	}
-	for _, a := range []*Affected{before, after} {
-		for _, ix := range a.Rebuild {
-			rebuild[ix] = true
-		}
-	}
-	aff := &Affected{Keys: map[*Index][]Key{}}
-	cut := map[*Index]bool{}
-	for _, o := range p.occurs[rows[c].Table] {
-		cut[o.ix] = len(o.hops) == 0
-	}
-	for _, ix := range p.Indexes {
-		if truncated[ix] {
-			aff.Truncated = append(aff.Truncated, ix)
-		} else if rebuild[ix] {
-			aff.Rebuild = append(aff.Rebuild, ix)
-		}
-		seen := map[string]bool{}
-		for _, part := range []struct {
-			keys []Key
-			drop bool
-		}{{before.Keys[ix], cut[ix]}, {after.Keys[ix], false}} {
-			if part.drop {
-				continue
-			}
-			for _, k := range part.keys {
-				if id := k.ID(); !seen[id] {
-					seen[id] = true
-					aff.Keys[ix] = append(aff.Keys[ix], k)
-				}
-			}
-		}
-		if len(aff.Keys[ix]) == 0 {
-			delete(aff.Keys, ix)
-		}
-	}
-	return aff, nil
-}
-
-// truncatesRoot reports whether t is the root of some index.
-func (p *Plan) truncatesRoot(t change.Table) bool {
-	for _, o := range p.occurs[t] {
-		if len(o.hops) == 0 {
-			return true
-		}
-	}
-	return false
-}
-
-// resolveRows resolves rows among which Resolve found no TRUNCATE of a
-// root (one would drop every key of its index from all of them).
-func (p *Plan) resolveRows(ctx context.Context, q Querier, rows []change.Row) (*Affected, error) {
-	aff := &Affected{Keys: map[*Index][]Key{}}
-	seen := map[*Index]map[string]bool{}
-	add := func(ix *Index, k Key) {
-		s := seen[ix]
-		if s == nil {
-			s = map[string]bool{}
-			seen[ix] = s
-		}
-		id := k.ID()
-		if !s[id] {
-			s[id] = true
-			aff.Keys[ix] = append(aff.Keys[ix], k)
-		}
-	}
-	var order []change.Table
-	byTable := map[change.Table][][]change.Value{}
-	truncated := map[*Index]bool{}
-	rebuild := map[*Index]bool{}
-	for i := range rows {
-		row := &rows[i]
-		r, ok := p.resolve[row.Table]
-		if !ok {
-			continue
-		}
-		if row.Op == change.Truncate {
-			for _, o := range p.occurs[row.Table] {
-				if len(o.hops) == 0 {
-					truncated[o.ix] = true
-				} else {
-					rebuild[o.ix] = true
-				}
-			}
-			continue
-		}
-		if _, ok := byTable[row.Table]; !ok {
-			order = append(order, row.Table)
-		}
-		byTable[row.Table] = append(byTable[row.Table], r.tuples(row)...)
-	}
-	for _, ix := range p.Indexes {
-		if truncated[ix] {
-			aff.Truncated = append(aff.Truncated, ix)
-		} else if rebuild[ix] {
-			aff.Rebuild = append(aff.Rebuild, ix)
-		}
-	}
-	for _, t := range order {
-		r := p.resolve[t]
-		tuples, err := r.fillMissing(ctx, q, byTable[t])
-		if err != nil {
-			return nil, fmt.Errorf("resolve changes of %s: %w", t, err)
-		}
-		for _, d := range r.roots {
-			if truncated[d.ix] {
-				continue
-			}
-			for _, tu := range tuples {
-				if k := d.key(tu); k != nil {
-					add(d.ix, k)
-				}
-			}
-		}
-		if r.query == "" || len(tuples) == 0 {
-			continue
-		}
-		args := make([]any, len(r.cols))
-		for i := range r.cols {
-			vals := make([]*string, len(tuples))
-			for j, tu := range tuples {
-				if v := tu[i]; !v.Null && !v.Missing {
-					s := v.Text
-					vals[j] = &s
-				}
-			}
-			args[i] = vals
-		}
-		res, err := q.Query(ctx, r.query, args...)
-		if err != nil {
-			return nil, fmt.Errorf("resolve changes of %s: %w", t, err)
-		}
-		for res.Next() {
-			var ord int
-			var key []string
-			if err := res.Scan(&ord, &key); err != nil {
-				res.Close()
-				return nil, fmt.Errorf("resolve changes of %s: %w", t, err)
-			}
-			if ix := p.Indexes[ord]; !truncated[ix] {
-				add(ix, key)
-			}
-		}
-		if err := res.Err(); err != nil {
-			return nil, fmt.Errorf("resolve changes of %s: %w", t, err)
-		}
-	}
-	return aff, nil
 }
 
 // tuples maps a row's old and new values onto the capture columns. A value
@@ -483,15 +297,6 @@ func (d direct) key(tu []change.Value) Key {
 		k[i] = v.Text
 	}
 	return k
-}
-
-func indexOf(list []string, s string) int {
-	for i, e := range list {
-		if e == s {
-			return i
-		}
-	}
-	return -1
 }
 
 func (r *resolver) ixNames() string {

@@ -44,15 +44,8 @@ func (p Problem) String() string {
 }
 
 // HasError reports whether any problem is an error.
-func HasError(problems []Problem) bool { return hasError(problems) }
-
-func hasError(problems []Problem) bool {
-	for _, p := range problems {
-		if p.Severity == SeverityError {
-			return true
-		}
-	}
-	return false
+func HasError(problems []Problem) bool {
+	return slices.ContainsFunc(problems, func(p Problem) bool { return p.Severity == SeverityError })
 }
 
 // WriteProblems writes problems one per entry, readable, errors first.
@@ -130,7 +123,14 @@ func (c *compiler) childIdentity(path string, t *TableInfo, cols []string) {
 			return // missing_column says it; no identity can carry a column that is not there
 		}
 	}
-	c.leafIdentity(path, t, cols, "a DELETE or an UPDATE that changes "+strings.Join(cols, ", ")+" of a row in it cannot say which document held the row, and that document would stay stale")
+	if t.Kind == "p" {
+		// The leaves write the WAL, each with its own identity.
+		if leavesCarry(t, cols) || c.keyMapped(path, t, cols) {
+			return
+		}
+		c.leafIdentity(path, t, cols, "a DELETE or an UPDATE that changes "+strings.Join(cols, ", ")+" of a row in it cannot say which document held the row, and that document would stay stale")
+		return
+	}
 	if t.ReplicaIdentity != IdentityNothing && t.InIdentity(cols) {
 		return
 	}
@@ -194,7 +194,7 @@ func quotedList(cols []string) string {
 
 func containsAll(list, cols []string) bool {
 	for _, c := range cols {
-		if !contains(list, c) {
+		if !slices.Contains(list, c) {
 			return false
 		}
 	}

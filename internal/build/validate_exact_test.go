@@ -244,9 +244,25 @@ func TestValidatePartitionsAndInheritance(t *testing.T) {
     relations:
       - {name: comments, table: comments, kind: has_many, join: {id: post_id}}
 `
+	// With the key map (the default), DEFAULT leaves send the partitioned
+	// table's key: the map resolves its deletes and moves.
 	problems, p := problemsOf(t, db, comments)
+	if p == nil || len(problems) != 1 || problems[0].Code != "key_map" || problems[0].Severity != SeverityInfo {
+		t.Fatalf("DEFAULT leaves of a partitioned child with the key map: want one key_map info line, got %v", problems)
+	}
+	if text := problemText(problems); !strings.Contains(text, "public.comments") || !strings.Contains(text, "key id, created") {
+		t.Errorf("the key_map line does not name the table and its key:\n%s", text)
+	}
+	if tables, err := p.KeyMapTables(); err != nil || len(tables) != 1 || strings.Join(tables[0].Key, ",") != "id,created" {
+		t.Fatalf("KeyMapTables() = %v, %v; want public.comments keyed by id, created", tables, err)
+	}
+	// Without it, each leaf is refused with its fix.
+	p, problems, err := Compile(ctxT(t), db.Pool, parseConfig(t, "capture:\n  key_map: \"off\"\nindexes:\n"+comments))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if p != nil {
-		t.Fatalf("compiled with DEFAULT leaves under a FULL partitioned child")
+		t.Fatalf("compiled with DEFAULT leaves under a FULL partitioned child and capture.key_map: off")
 	}
 	text := problemText(problems)
 	for _, want := range []string{"partition public.comments_2024 of public.comments", "partition public.comments_2025",

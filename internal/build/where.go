@@ -29,13 +29,30 @@ import (
 // A STABLE function outside pg_catalog may read tables too: that is a
 // warning (the server cannot tell).
 func checkWhere(ctx context.Context, q Querier, indexes []*Index) ([]Problem, error) {
+	pc := &planChecks{q: q, trees: map[string][]string{}}
+	return pc.each(indexes, func(n *node) bool { return n.where != "" }, func(ix *Index, n *node) ([]Problem, error) {
+		return pc.whereProblems(ctx, ix, n)
+	})
+}
+
+// planChecks is what checkWhere and checkFields keep across the nodes they
+// check: the server, the relation tree of each table (by Table.String) and
+// the search_path, each read once.
+type planChecks struct {
+	q       Querier
+	trees   map[string][]string // table -> itself and its partitions / inheritance children
+	schemas []string            // current_schemas(true), nil until read
+}
+
+// each runs check on every node of the indexes that has a table and that
+// want picks, depth first, and gathers the problems. An error stops it,
+// with the problems found so far.
+func (pc *planChecks) each(indexes []*Index, want func(*node) bool, check func(ix *Index, n *node) ([]Problem, error)) ([]Problem, error) {
 	var problems []Problem
-	trees := map[string][]string{} // table -> itself and its partitions / inheritance children
-	var schemas []string
 	var walk func(ix *Index, n *node) error
 	walk = func(ix *Index, n *node) error {
-		if n.where != "" && n.info != nil {
-			ps, err := whereProblems(ctx, q, ix, n, trees, &schemas)
+		if want(n) && n.info != nil {
+			ps, err := check(ix, n)
 			if err != nil {
 				return err
 			}
@@ -58,13 +75,41 @@ func checkWhere(ctx context.Context, q Querier, indexes []*Index) ([]Problem, er
 	return problems, nil
 }
 
-func whereProblems(ctx context.Context, q Querier, ix *Index, n *node, trees map[string][]string, schemas *[]string) ([]Problem, error) {
+// ownTree is the relation tree of n's table (relationTree), read once.
+func (pc *planChecks) ownTree(ctx context.Context, n *node) ([]string, error) {
+	table := n.info.Table.String()
+	if own, ok := pc.trees[table]; ok {
+		return own, nil
+	}
+	own, err := relationTree(ctx, pc.q, n.info)
+	if err != nil {
+		return nil, err
+	}
+	pc.trees[table] = own
+	return own, nil
+}
+
+// classify sorts the functions a plan calls by volatility (classifyCalls),
+// reading the search_path the first time.
+func (pc *planChecks) classify(ctx context.Context, calls []call) (volatile, stable []string, err error) {
+	if pc.schemas == nil {
+		if err := pc.q.QueryRow(ctx, "SELECT current_schemas(true)::text[]").Scan(&pc.schemas); err != nil {
+			return nil, nil, fmt.Errorf("read the search_path: %w", err)
+		}
+	}
+	return classifyCalls(ctx, pc.q, calls, pc.schemas)
+}
+
+// whereProblems checks one node's where: the server must plan it, and it
+// may read no other table (reads) and nothing that moves with no
+// change in the WAL (whereCallProblems).
+func (pc *planChecks) whereProblems(ctx context.Context, ix *Index, n *node) ([]Problem, error) {
 	table := n.info.Table.String()
 	at := func(code, sev, msg, fix string) Problem {
 		return Problem{Severity: sev, Code: code, Index: ix.Name(), Path: n.path + ".where", Table: table, Message: msg, Fix: fix}
 	}
 	var plan []byte
-	err := q.QueryRow(ctx, "EXPLAIN (VERBOSE, FORMAT JSON) SELECT 1 FROM "+n.info.Table.Quoted()+" WHERE ("+n.where+")").Scan(&plan)
+	err := pc.q.QueryRow(ctx, "EXPLAIN (VERBOSE, FORMAT JSON) SELECT 1 FROM "+n.info.Table.Quoted()+" WHERE ("+n.where+")").Scan(&plan)
 	if err != nil {
 		return []Problem{at("invalid_sql", SeverityError, fmt.Sprintf("where %q on table %s: %v", n.where, table, err),
 			"write a condition on the columns of "+table)}, nil
@@ -74,20 +119,39 @@ func whereProblems(ctx context.Context, q Querier, ix *Index, n *node, trees map
 		return nil, fmt.Errorf("read the plan of where %q: %w", n.where, err)
 	}
 	var problems []Problem
-
-	own, ok := trees[table]
-	if !ok {
-		own, err = relationTree(ctx, q, n.info)
-		if err != nil {
-			return nil, err
-		}
-		trees[table] = own
+	others, err := pc.reads(ctx, n, facts)
+	if err != nil {
+		return nil, err
 	}
+	if len(others) > 0 {
+		problems = append(problems, at("where_reads_table", SeverityError,
+			fmt.Sprintf("where %q on table %s reads %s: the stream follows only the tables the index names, so a change there would rebuild no document, and the documents whose where result it changes would stay stale",
+				n.where, table, strings.Join(others, ", ")),
+			"read that table through a relation of the index, or keep what the condition needs in a column of "+table+" (a trigger can maintain it)"))
+	}
+	if err := pc.clockLiterals(ctx, n, facts); err != nil {
+		return nil, err
+	}
+	volatile, stable, err := pc.classify(ctx, facts.calls)
+	if err != nil {
+		return nil, err
+	}
+	clock := dedupe(append(facts.clock, clockCalls(facts.calls)...))
+	return append(problems, whereCallProblems(at, n.where, table, clock, volatile, stable)...), nil
+}
+
+// reads lists, sorted, what a plan over n's table reads besides the row
+// itself: other tables, and other rows of its own (a subquery), named once.
+// Nothing for a view: its plan scans the tables it reads, and not_a_table
+// already says they are not followed.
+func (pc *planChecks) reads(ctx context.Context, n *node, facts *planFacts) ([]string, error) {
+	own, err := pc.ownTree(ctx, n)
+	if err != nil || !n.info.IsTable() {
+		return nil, err
+	}
+	table := n.info.Table.String()
 	var others []string
 	for rel, count := range facts.relations {
-		if !n.info.IsTable() {
-			break // a view's plan scans the tables it reads; not_a_table says they are not followed
-		}
 		if !slices.Contains(own, rel) {
 			others = append(others, rel)
 		} else if count > 1 && !slices.Contains(others, table+" (other rows of it)") {
@@ -95,59 +159,57 @@ func whereProblems(ctx context.Context, q Querier, ix *Index, n *node, trees map
 		}
 	}
 	sort.Strings(others)
-	if len(others) > 0 {
-		problems = append(problems, at("where_reads_table", SeverityError,
-			fmt.Sprintf("where %q on table %s reads %s: the stream follows only the tables the index names, so a change there would rebuild no document, and the documents whose where result it changes would stay stale",
-				n.where, table, strings.Join(others, ", ")),
-			"read that table through a relation of the index, or keep what the condition needs in a column of "+table+" (a trigger can maintain it)"))
-	}
+	return others, nil
+}
 
-	// 'now', 'today'... cast to a date or time become constants when the
-	// statement is parsed: planned again (another transaction, another
-	// time), such a where plans to other constants.
-	if m := clockLiteral.FindAllString(n.where, -1); len(m) > 0 {
-		var again []byte
-		// (Another text: a driver's statement cache would hand back the
-		// statement parsed the first time, constants and all.)
-		if err := q.QueryRow(ctx, "EXPLAIN (VERBOSE, FORMAT JSON) SELECT 1 FROM "+n.info.Table.Quoted()+" WHERE ("+n.where+") /* planned again */").Scan(&again); err != nil {
-			return nil, fmt.Errorf("plan where %q: %w", n.where, err)
-		}
-		f2, err := readPlan(again)
-		if err != nil {
-			return nil, fmt.Errorf("read the plan of where %q: %w", n.where, err)
-		}
-		if f2.text != facts.text {
-			facts.clock = append(facts.clock, m...)
-		}
+// clockLiterals adds to facts.clock the 'now', 'today'... of a where that
+// plans to other constants when planned again: cast to a date or time they
+// become constants when the statement is parsed, so another transaction,
+// at another time, plans them to other constants.
+func (pc *planChecks) clockLiterals(ctx context.Context, n *node, facts *planFacts) error {
+	m := clockLiteral.FindAllString(n.where, -1)
+	if len(m) == 0 {
+		return nil
 	}
-	if *schemas == nil {
-		if err := q.QueryRow(ctx, "SELECT current_schemas(true)::text[]").Scan(schemas); err != nil {
-			return nil, fmt.Errorf("read the search_path: %w", err)
-		}
+	var again []byte
+	// (Another text: a driver's statement cache would hand back the
+	// statement parsed the first time, constants and all.)
+	if err := pc.q.QueryRow(ctx, "EXPLAIN (VERBOSE, FORMAT JSON) SELECT 1 FROM "+n.info.Table.Quoted()+" WHERE ("+n.where+") /* planned again */").Scan(&again); err != nil {
+		return fmt.Errorf("plan where %q: %w", n.where, err)
 	}
-	volatile, stable, err := classifyCalls(ctx, q, facts.calls, *schemas)
+	f2, err := readPlan(again)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("read the plan of where %q: %w", n.where, err)
 	}
-	clock := dedupe(append(facts.clock, clockCalls(facts.calls)...))
+	if f2.text != facts.text {
+		facts.clock = append(facts.clock, m...)
+	}
+	return nil
+}
+
+// whereCallProblems are a where's where_volatile problems: the clock it
+// reads and the VOLATILE functions it calls are errors, the STABLE ones a
+// warning.
+func whereCallProblems(at func(code, sev, msg, fix string) Problem, where, table string, clock, volatile, stable []string) []Problem {
+	var problems []Problem
 	if len(clock) > 0 {
 		problems = append(problems, at("where_volatile", SeverityError,
 			fmt.Sprintf("where %q on table %s reads the clock (%s): its result changes as time passes, with no change in the WAL, so a document would not follow it (a row would not appear or go when its time comes)",
-				n.where, table, strings.Join(clock, ", ")),
+				where, table, strings.Join(clock, ", ")),
 			"compare with a stored column that a change sets (a flag, a status), or apply the time condition when searching"))
 	}
 	if len(volatile) > 0 {
 		problems = append(problems, at("where_volatile", SeverityError,
 			fmt.Sprintf("where %q on table %s calls VOLATILE %s: its result can change with no change in the WAL, so documents would not follow it (and a function that writes is refused: flusso-pg's sessions are read-only)",
-				n.where, table, strings.Join(volatile, ", ")),
+				where, table, strings.Join(volatile, ", ")),
 			"keep what the condition needs in a column, or declare the function IMMUTABLE if it truly is"))
 	}
 	if len(stable) > 0 {
 		problems = append(problems, at("where_volatile", SeverityWarning,
 			fmt.Sprintf("where %q on table %s calls STABLE %s: if it reads other tables, their changes are not followed and documents may stay stale",
-				n.where, table, strings.Join(stable, ", ")), ""))
+				where, table, strings.Join(stable, ", ")), ""))
 	}
-	return problems, nil
+	return problems
 }
 
 // planFacts is what a where's plan reads: relations (schema.name, as

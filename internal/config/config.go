@@ -89,6 +89,11 @@ type Capture struct {
 	Coalesce time.Duration
 	// BatchSize is the number of documents built by one query while following.
 	BatchSize int
+	// BuildWorkers is how many chunks of a group (BatchSize keys each) are
+	// built at once while following, each on its own connection; 0 in the
+	// file means the number of CPUs, resolved by Load (at most
+	// MaxBuildWorkers).
+	BuildWorkers int
 	// SpillDir is where transactions larger than MemoryBudget spill; by
 	// default the spill folder of the state dir (not /tmp, which a read-only
 	// root file system forbids).
@@ -97,6 +102,10 @@ type Capture struct {
 	// columns the plan needs resolves them through the key map in state.dir,
 	// docs/keymap.md) or off (such a table needs REPLICA IDENTITY FULL).
 	KeyMap string
+	// KeyMapCache is the key map's block cache in bytes: with its two
+	// memtables (8 MiB each) it bounds the map's memory, whatever the
+	// tables' size.
+	KeyMapCache int64
 }
 
 // Key map modes (capture.key_map).
@@ -243,6 +252,8 @@ const (
 	DefaultStateDir       = ".flusso-state"
 	DefaultBatchSize      = 500
 	DefaultMemoryBudget   = 8 << 20
+	DefaultKeyMapCache    = 32 << 20
+	MinKeyMapCache        = 1 << 20
 	DefaultStatusInterval = 10 * time.Second
 	DefaultCoalesce       = time.Millisecond
 )

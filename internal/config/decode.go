@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -108,7 +109,7 @@ func (d *decoder) entries(n *yaml.Node, path string, allowed []string) []entry {
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		key := k.Value
-		if !contains(allowed, key) {
+		if !slices.Contains(allowed, key) {
 			hint := ""
 			if s := Suggest(key, allowed); s != "" {
 				hint = fmt.Sprintf(" (did you mean %q?)", s)
@@ -396,15 +397,6 @@ func scalarField(n *yaml.Node, key string) string {
 		}
 	}
 	return ""
-}
-
-func contains(list []string, s string) bool {
-	for _, e := range list {
-		if e == s {
-			return true
-		}
-	}
-	return false
 }
 
 func sorted(in []string) []string {

@@ -59,8 +59,10 @@ var scalarKeys = map[string]any{
 	"capture.status_interval": DefaultStatusInterval.String(),
 	"capture.coalesce":        DefaultCoalesce.String(),
 	"capture.batch_size":      DefaultBatchSize,
+	"capture.build_workers":   0,  // the number of CPUs
 	"capture.spill_dir":       "", // the state dir's spill folder
 	"capture.key_map":         KeyMapAuto,
+	"capture.key_map_cache":   FormatBytes(DefaultKeyMapCache),
 }
 
 // Defaults returns the default of every key outside indexes, as the
@@ -210,28 +212,66 @@ func EnvName(key string) string {
 	return "FLUSSO_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
 
+// decode builds the Config from the defaults, the file's YAML (root, nil
+// for none), the environment and the flags, each overriding the one before,
+// and validates it. Every problem is reported at once: the file's shape,
+// the values, the indexes.
 func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string) (string, bool)) (*Config, error) {
 	d := &decoder{}
-	var indexes *yaml.Node
 	scalars := map[string]string{}
-	if root != nil {
-		for _, sec := range d.entries(root, "", sections) {
-			n := sec.v
-			if n.Tag == "!!null" {
-				continue // an empty section: defaults
-			}
-			if sec.key == "indexes" {
-				indexes = n
-				continue
-			}
-			d.sectionScalars(n, sec.key, scalars)
-		}
-	}
+	indexes := d.sections(root, scalars)
 	// Shape errors so far are reported with the value and index errors
 	// below: every problem at once.
+	v, from := layers(scalars, env, flags)
+	name := func(key string) string {
+		if s, ok := from[key]; ok {
+			return s
+		}
+		return key
+	}
+	cfg := &Config{File: file}
+	decodePlaces(v, from, cfg)
+	errs := decodeTuning(v, cfg, name)
+	errs = append(errs, decodeOutput(v, &cfg.Output, name)...)
+	if indexes != nil {
+		cfg.Indexes = d.indexes(indexes)
+	}
+	if all := append(d.errs, errs...); len(all) > 0 {
+		return nil, errors.New(strings.Join(all, "\n"))
+	}
+	if err := cfg.validate(d.label(from)); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
 
-	// from records where each key's value came from, for messages and for
-	// resolving a relative state.dir.
+// sections reads the file's top-level sections: their scalars into
+// scalars, and returns the indexes node (nil when there is none).
+func (d *decoder) sections(root *yaml.Node, scalars map[string]string) (indexes *yaml.Node) {
+	if root == nil {
+		return nil
+	}
+	for _, sec := range d.entries(root, "", sections) {
+		n := sec.v
+		if n.Tag == "!!null" {
+			continue // an empty section: defaults
+		}
+		if sec.key == "indexes" {
+			indexes = n
+			continue
+		}
+		d.sectionScalars(n, sec.key, scalars)
+	}
+	return indexes
+}
+
+// layers puts the scalar keys' defaults, the file's values, the
+// environment's (FLUSSO_SOURCE_DSN and friends) and the flags that were set
+// on top of each other, each overriding the one before. from records where
+// each key's value came from, for messages and for resolving a relative
+// state.dir: the key itself for the file, "key (from FLUSSO_X)" or
+// "key (from --flag)" otherwise; a default has no entry.
+func layers(scalars map[string]string, env func(string) (string, bool), flags *pflag.FlagSet) (*viper.Viper, map[string]string) {
 	from := map[string]string{}
 	v := viper.New()
 	for k, def := range scalarKeys {
@@ -241,7 +281,6 @@ func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string)
 		v.Set(k, val)
 		from[k] = k
 	}
-	// Environment: FLUSSO_SOURCE_DSN and friends override the file.
 	for k := range scalarKeys {
 		name := EnvName(k)
 		if val, ok := env(name); ok {
@@ -249,7 +288,6 @@ func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string)
 			from[k] = k + " (from " + name + ")"
 		}
 	}
-	// Flags that were set override both.
 	if flags != nil {
 		for flag, key := range FlagKeys {
 			if f := flags.Lookup(flag); f != nil && f.Changed {
@@ -258,14 +296,13 @@ func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string)
 			}
 		}
 	}
-	name := func(key string) string {
-		if s, ok := from[key]; ok {
-			return s
-		}
-		return key
-	}
+	return v, from
+}
 
-	cfg := &Config{File: file}
+// decodePlaces fills in what needs no validation here: the source, the
+// output path, the state and spill folders, the log.
+func decodePlaces(v *viper.Viper, from map[string]string, cfg *Config) {
+	file := cfg.File
 	cfg.Source = Source{
 		DSN:         strings.TrimSpace(v.GetString("source.dsn")),
 		Slot:        v.GetString("source.slot"),
@@ -294,7 +331,13 @@ func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string)
 		cfg.Capture.SpillDir = filepath.Join(cfg.State.Dir, "spill")
 	}
 	cfg.Log = Log{Level: strings.ToLower(v.GetString("log.level")), Format: strings.ToLower(v.GetString("log.format"))}
+}
 
+// decodeTuning parses the backfill's and the capture's numbers, sizes and
+// durations, resolved for the packages below (backfill.workers and
+// capture.build_workers 0 become the number of CPUs; capture.coalesce 0 stays 0, off). It returns one
+// message per bad value, named by name.
+func decodeTuning(v *viper.Viper, cfg *Config, name func(string) string) []string {
 	var errs []string
 	num := func(key string) int {
 		s := strings.TrimSpace(v.GetString(key))
@@ -311,6 +354,10 @@ func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string)
 	}
 	cfg.Backfill.BatchSize = num("backfill.batch_size")
 	cfg.Capture.BatchSize = num("capture.batch_size")
+	cfg.Capture.BuildWorkers = num("capture.build_workers")
+	if cfg.Capture.BuildWorkers == 0 {
+		cfg.Capture.BuildWorkers = min(runtime.NumCPU(), MaxBuildWorkers)
+	}
 	if b, err := ParseBytes(v.GetString("capture.memory_budget")); err != nil {
 		errs = append(errs, name("capture.memory_budget")+": "+err.Error())
 	} else {
@@ -322,19 +369,23 @@ func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string)
 		cfg.Capture.StatusInterval = dur
 	}
 	cfg.Capture.KeyMap = strings.ToLower(strings.TrimSpace(v.GetString("capture.key_map")))
+	if b, err := ParseBytes(v.GetString("capture.key_map_cache")); err != nil {
+		errs = append(errs, name("capture.key_map_cache")+": "+err.Error())
+	} else {
+		cfg.Capture.KeyMapCache = b
+	}
 	if dur, err := time.ParseDuration(strings.TrimSpace(v.GetString("capture.coalesce"))); err != nil || dur < 0 || dur > time.Second {
 		errs = append(errs, fmt.Sprintf("%s: %q is not a duration from 0 (off) to 1s, such as 1ms", name("capture.coalesce"), v.GetString("capture.coalesce")))
 	} else {
 		cfg.Capture.Coalesce = dur
 	}
-	errs = append(errs, decodeOutput(v, &cfg.Output, name)...)
-	if indexes != nil {
-		cfg.Indexes = d.indexes(indexes)
-	}
-	if all := append(d.errs, errs...); len(all) > 0 {
-		return nil, errors.New(strings.Join(all, "\n"))
-	}
-	label := func(path string) string {
+	return errs
+}
+
+// label names a key path in validation messages: where its value came
+// from when that is the environment or a flag, else its line in the file.
+func (d *decoder) label(from map[string]string) func(string) string {
+	return func(path string) string {
 		if s, ok := from[path]; ok && s != path {
 			return s // from the environment or a flag
 		}
@@ -343,10 +394,6 @@ func decode(root *yaml.Node, file string, flags *pflag.FlagSet, env func(string)
 		}
 		return path
 	}
-	if err := cfg.validate(label); err != nil {
-		return nil, err
-	}
-	return cfg, nil
 }
 
 func sectionKeys(section string) []string {

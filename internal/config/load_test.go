@@ -34,7 +34,7 @@ func TestDefaults(t *testing.T) {
 		State:    State{Dir: DefaultStateDir},
 		Log:      Log{Level: "info", Format: "console"},
 		Backfill: Backfill{Workers: runtime.NumCPU(), BatchSize: DefaultBatchSize},
-		Capture:  Capture{MemoryBudget: DefaultMemoryBudget, StatusInterval: DefaultStatusInterval, Coalesce: DefaultCoalesce, BatchSize: DefaultBatchSize, SpillDir: DefaultStateDir + "/spill", KeyMap: KeyMapAuto},
+		Capture:  Capture{MemoryBudget: DefaultMemoryBudget, StatusInterval: DefaultStatusInterval, Coalesce: DefaultCoalesce, BatchSize: DefaultBatchSize, BuildWorkers: min(runtime.NumCPU(), MaxBuildWorkers), SpillDir: DefaultStateDir + "/spill", KeyMap: KeyMapAuto, KeyMapCache: DefaultKeyMapCache},
 	}
 	cfg.Indexes = nil
 	if !reflect.DeepEqual(*cfg, want) {
@@ -64,7 +64,9 @@ capture:
   status_interval: 2s
   coalesce: 500us
   batch_size: 250
+  build_workers: 3
   key_map: OFF
+  key_map_cache: 128MiB
 ` + validIndex))
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +78,7 @@ capture:
 		State:    State{Dir: "/var/lib/flusso-pg"},
 		Log:      Log{Level: "debug", Format: "json"},
 		Backfill: Backfill{Workers: 4, BatchSize: 1000},
-		Capture:  Capture{MemoryBudget: 64 << 20, StatusInterval: 2 * time.Second, Coalesce: 500 * time.Microsecond, BatchSize: 250, SpillDir: "/var/lib/flusso-pg/spill", KeyMap: KeyMapOff},
+		Capture:  Capture{MemoryBudget: 64 << 20, StatusInterval: 2 * time.Second, Coalesce: 500 * time.Microsecond, BatchSize: 250, BuildWorkers: 3, SpillDir: "/var/lib/flusso-pg/spill", KeyMap: KeyMapOff, KeyMapCache: 128 << 20},
 	}
 	if !reflect.DeepEqual(*cfg, want) {
 		t.Errorf("\n got %+v\nwant %+v", *cfg, want)
@@ -525,6 +527,30 @@ func TestDefaultsTable(t *testing.T) {
 	}
 }
 
+// capture.coalesce: 0 is off, however it is spelled and wherever it comes
+// from; the value reaches the capture as written (wal.Config.Coalesce 0 is
+// off too: the default, 1ms, exists only here).
+func TestCoalesceZeroIsOff(t *testing.T) {
+	for _, v := range []string{"0", "0s", "0ms"} {
+		cfg, err := Parse([]byte("capture:\n  coalesce: " + v + "\n" + validIndex))
+		if err != nil {
+			t.Fatalf("coalesce %s: %v", v, err)
+		}
+		if cfg.Capture.Coalesce != 0 {
+			t.Errorf("coalesce %s = %v, want 0 (off)", v, cfg.Capture.Coalesce)
+		}
+	}
+	root, err := parseYAML([]byte(validIndex))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := func(name string) (string, bool) { return "0", name == "FLUSSO_CAPTURE_COALESCE" }
+	cfg, err := decode(root, "", nil, env)
+	if err != nil || cfg.Capture.Coalesce != 0 {
+		t.Fatalf("FLUSSO_CAPTURE_COALESCE=0: %v, coalesce %v; want 0 (off)", err, cfg.Capture.Coalesce)
+	}
+}
+
 // Shape errors at the top, in a section and inside an index, and a bad
 // value, all come in one report (the index's used to wait for the others).
 func TestAllShapeErrorsAtOnce(t *testing.T) {
@@ -565,7 +591,10 @@ func TestScalarBounds(t *testing.T) {
 		{"backfill:\n  batch_size: 100001\n", "backfill.batch_size: must be from 1 to 100000"},
 		{"capture:\n  batch_size: 0\n", "capture.batch_size: must be from 1 to 100000"},
 		{"backfill:\n  workers: 1000\n", "backfill.workers: must be from 0 (the number of CPUs) to 256"},
+		{"capture:\n  build_workers: 65\n", "capture.build_workers: must be from 0 (the number of CPUs) to 64"},
+		{"capture:\n  build_workers: -1\n", "capture.build_workers: \"-1\" is not a non-negative whole number"},
 		{"capture:\n  memory_budget: 1KiB\n", "capture.memory_budget: must be at least 64KiB"},
+		{"capture:\n  key_map_cache: 64KiB\n", "capture.key_map_cache: must be at least 1MiB"},
 	} {
 		_, err := Parse([]byte(tc.yaml + idx))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/flusso-pg/flusso-pg/internal/change"
@@ -24,6 +25,7 @@ func (c *Config) Validate() error {
 const (
 	MaxBatchSize    = 100_000
 	MaxWorkers      = 256
+	MaxBuildWorkers = 64
 	MinMemoryBudget = 64 << 10
 )
 
@@ -64,18 +66,7 @@ func (c *Config) validate(label func(path string) string) error {
 	default:
 		v.add("log.format", "%q is not one of console, json", c.Log.Format)
 	}
-	if c.Backfill.BatchSize == 0 || c.Backfill.BatchSize > MaxBatchSize {
-		v.add("backfill.batch_size", "must be from 1 to %d", MaxBatchSize)
-	}
-	if c.Capture.BatchSize == 0 || c.Capture.BatchSize > MaxBatchSize {
-		v.add("capture.batch_size", "must be from 1 to %d", MaxBatchSize)
-	}
-	if c.Backfill.Workers > MaxWorkers {
-		v.add("backfill.workers", "must be from 0 (the number of CPUs) to %d", MaxWorkers)
-	}
-	if c.Capture.MemoryBudget > 0 && c.Capture.MemoryBudget < MinMemoryBudget {
-		v.add("capture.memory_budget", "must be at least 64KiB (smaller spills every transaction to disk)")
-	}
+	c.validateTuning(&v)
 	if len(c.Indexes) == 0 {
 		v.add("indexes", "no index is configured: add at least one under indexes:")
 	}
@@ -103,6 +94,28 @@ func (c *Config) validate(label func(path string) string) error {
 		}
 	}
 	return v.err()
+}
+
+// validateTuning checks the backfill's and capture's numbers and sizes.
+func (c *Config) validateTuning(v *validator) {
+	if c.Backfill.BatchSize == 0 || c.Backfill.BatchSize > MaxBatchSize {
+		v.add("backfill.batch_size", "must be from 1 to %d", MaxBatchSize)
+	}
+	if c.Capture.BatchSize == 0 || c.Capture.BatchSize > MaxBatchSize {
+		v.add("capture.batch_size", "must be from 1 to %d", MaxBatchSize)
+	}
+	if c.Capture.BuildWorkers > MaxBuildWorkers {
+		v.add("capture.build_workers", "must be from 0 (the number of CPUs) to %d", MaxBuildWorkers)
+	}
+	if c.Backfill.Workers > MaxWorkers {
+		v.add("backfill.workers", "must be from 0 (the number of CPUs) to %d", MaxWorkers)
+	}
+	if c.Capture.MemoryBudget > 0 && c.Capture.MemoryBudget < MinMemoryBudget {
+		v.add("capture.memory_budget", "must be at least 64KiB (smaller spills every transaction to disk)")
+	}
+	if c.Capture.KeyMapCache < MinKeyMapCache {
+		v.add("capture.key_map_cache", "must be at least 1MiB")
+	}
 }
 
 type validator struct {
@@ -170,7 +183,7 @@ func (v *validator) renames(path string, cols []string, rename Pairs) {
 		return // all columns: checked against the catalog
 	}
 	for _, r := range rename {
-		if !contains(cols, r.From) {
+		if !slices.Contains(cols, r.From) {
 			v.add(path+".rename."+r.From, "column %q is not in columns %v", r.From, cols)
 		}
 	}
@@ -228,7 +241,7 @@ func (v *validator) relation(path string, r *Relation) {
 	v.columnList(path+".key", r.Key)
 	v.renames(path, r.Columns, r.Rename)
 	array := r.Kind == HasMany || r.Kind == ManyToMany
-	known := contains(Kinds, r.Kind)
+	known := slices.Contains(Kinds, r.Kind)
 	switch r.Kind {
 	case "":
 		v.add(path+".kind", "missing: one of %s", strings.Join(Kinds, ", "))

@@ -1,7 +1,6 @@
 package follow_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"os"
@@ -62,19 +61,9 @@ func startAckPipeline(t *testing.T, followArgs []string, reader ...string) *ackP
 func indexedIDs(t *testing.T, path string) map[string]bool {
 	t.Helper()
 	ids := map[string]bool{}
-	f, err := os.Open(path)
-	if os.IsNotExist(err) {
-		return ids
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	for sc.Scan() {
+	for _, text := range wholeLines(t, path) {
 		var l struct{ Index, Op, ID string }
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+		if err := json.Unmarshal(text, &l); err != nil {
 			t.Fatalf("index file line is not JSON: %v", err)
 		}
 		if l.Index == "posts" && l.Op == "upsert" {

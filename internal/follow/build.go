@@ -19,8 +19,10 @@ const stageRebuild = "rebuild"
 
 // emit builds and writes the group's lines in LSN order and empties it
 // (keeping last). Keys are built in chunks of f.batch with one query per
-// index and chunk; an event at LSN t comes before the documents of t (they
-// were built after it). The output's "lsn" never decreases within a group,
+// index and chunk, up to f.workers chunks at once (parallel.go); an event at LSN t comes before the documents of t (they
+// were built after it). Within a transaction and index, keys go in the
+// order of their text values, not the map's: the same group gives the same
+// chunks, hence the same lines, whatever the process. The output's "lsn" never decreases within a group,
 // which is what makes acknowledgements exact.
 func (f *Follower) emit(ctx context.Context, g *group) error {
 	entries := make([]*entry, 0, g.nkeys)
@@ -30,27 +32,36 @@ func (f *Follower) emit(ctx context.Context, g *group) error {
 		}
 	}
 	slices.SortStableFunc(entries, func(a, b *entry) int {
-		return cmp.Or(cmpLSN(a.lsn, b.lsn), cmp.Compare(a.ix.Name(), b.ix.Name()))
+		return cmp.Or(cmpLSN(a.lsn, b.lsn), cmp.Compare(a.ix.Name(), b.ix.Name()), slices.Compare(a.key, b.key))
 	})
 	events := g.events
 	slices.SortStableFunc(events, func(a, b event) int { return cmpLSN(a.lsn, b.lsn) })
 
 	for len(entries) > 0 || len(events) > 0 {
 		if len(events) > 0 && (len(entries) == 0 || events[0].lsn <= entries[0].lsn) {
-			if err := f.writeEvent(ctx, events[0]); err != nil {
+			if err := f.writeEvent(ctx, g.q, events[0]); err != nil {
 				return err
 			}
 			events = events[1:]
 			continue
 		}
-		n := min(f.batch, len(entries))
+		// The keys before the next event (all of them when none), in
+		// chunks of f.batch, built in parallel and written in order: no
+		// chunk overlaps an event.
+		n := len(entries)
 		if len(events) > 0 {
-			// Stop the chunk before the event's transaction.
-			if i := slices.IndexFunc(entries[:n], func(e *entry) bool { return e.lsn >= events[0].lsn }); i >= 0 {
-				n = i
+			n = slices.IndexFunc(entries, func(e *entry) bool { return e.lsn >= events[0].lsn })
+			if n < 0 {
+				n = len(entries)
 			}
 		}
-		if err := f.writeChunk(ctx, entries[:n]); err != nil {
+		var chunks [][]*entry
+		for run := entries[:n]; len(run) > 0; {
+			c := min(f.batch, len(run))
+			chunks = append(chunks, run[:c])
+			run = run[c:]
+		}
+		if err := f.writeChunks(ctx, g.q, chunks); err != nil {
 			return err
 		}
 		entries = entries[n:]
@@ -59,46 +70,8 @@ func (f *Follower) emit(ctx context.Context, g *group) error {
 	return nil
 }
 
-// writeChunk builds the documents of one chunk of keys, one query per
-// index, and writes their lines, each with the LSN of its key's newest
-// transaction.
-func (f *Follower) writeChunk(ctx context.Context, chunk []*entry) error {
-	byIndex := map[*build.Index][]*entry{}
-	var order []*build.Index
-	for _, e := range chunk {
-		if _, ok := byIndex[e.ix]; !ok {
-			order = append(order, e.ix)
-		}
-		byIndex[e.ix] = append(byIndex[e.ix], e)
-	}
-	f.em.begin()
-	for _, ix := range order {
-		es := byIndex[ix]
-		keys := make([]build.Key, len(es))
-		for i, e := range es {
-			keys[i] = e.key
-		}
-		name := ix.Name()
-		err := ix.Build(ctx, f.pool, keys, func(d build.Doc) error {
-			lsn := es[d.Input].lsn
-			if d.Doc == nil {
-				f.em.delete(name, d.Key, d.ID, lsn)
-				f.metrics.Documents.WithLabelValues(name, output.OpDelete).Inc()
-			} else {
-				f.em.upsert(name, d.Key, d.ID, lsn, d.Doc)
-				f.metrics.Documents.WithLabelValues(name, output.OpUpsert).Inc()
-			}
-			return nil
-		})
-		if err != nil {
-			return err // build names the index
-		}
-	}
-	return f.em.end()
-}
-
 // writeEvent writes a truncate line, or every document of an index again.
-func (f *Follower) writeEvent(ctx context.Context, e event) error {
+func (f *Follower) writeEvent(ctx context.Context, q build.Querier, e event) error {
 	name := e.ix.Name()
 	if e.kind == truncateEvent {
 		f.em.begin()
@@ -107,14 +80,26 @@ func (f *Follower) writeEvent(ctx context.Context, e event) error {
 		return f.em.end()
 	}
 	f.log.Info("a table the index reads was truncated: writing every document again", zap.String("index", name))
-	return f.rebuild(ctx, e.ix, e.lsn)
+	return f.rebuildWith(ctx, q, e.ix, e.lsn, f.parts[name])
 }
 
 // rebuild writes every document of ix again at lsn. The scan is a rebuild
 // (SPEC): bracketed by rebuild_start and rebuild_done, so a reader drops
 // whatever the scan did not write. A group run again after a fault starts
-// the rebuild again.
+// the rebuild again. want is the partitions' fingerprint the documents are
+// to be built from (partitions.go: a page that saw others marks the index
+// unsure, to be rebuilt at the next look).
 func (f *Follower) rebuild(ctx context.Context, ix *build.Index, lsn pglogrepl.LSN) error {
+	return f.rebuildWith(ctx, f.pool, ix, lsn, f.parts[ix.Name()])
+}
+
+// rebuildFrom is rebuild from the partitions want.
+func (f *Follower) rebuildFrom(ctx context.Context, ix *build.Index, lsn pglogrepl.LSN, want string) error {
+	return f.rebuildWith(ctx, f.pool, ix, lsn, want)
+}
+
+// rebuildWith is rebuild reading through q (a group's gate).
+func (f *Follower) rebuildWith(ctx context.Context, q build.Querier, ix *build.Index, lsn pglogrepl.LSN, want string) error {
 	name := ix.Name()
 	f.em.begin()
 	f.em.rebuildStart(name, lsn)
@@ -127,9 +112,10 @@ func (f *Follower) rebuild(ctx context.Context, ix *build.Index, lsn pglogrepl.L
 		// of a rebuild scans on from the page it was reading.
 		var last build.Key
 		var n int
+		var saw string
 		err := f.retry(ctx, stageRebuild, func(ctx context.Context) (err error) {
 			f.em.begin()
-			last, n, err = ix.Scan(ctx, f.pool, after, nil, f.batch, func(d build.Doc) error {
+			last, n, saw, err = f.scanPage(ctx, q, ix, after, func(d build.Doc) error {
 				f.em.upsert(name, d.Key, d.ID, lsn, d.Doc)
 				return nil
 			})
@@ -137,6 +123,11 @@ func (f *Follower) rebuild(ctx context.Context, ix *build.Index, lsn pglogrepl.L
 		})
 		if err != nil {
 			return fmt.Errorf("rebuild of index %s: %w", name, err)
+		}
+		if saw != want {
+			if err := f.partitionsUnsure(ix, want, saw); err != nil {
+				return err
+			}
 		}
 		f.metrics.Documents.WithLabelValues(name, output.OpUpsert).Add(float64(n))
 		if err := f.em.end(); err != nil {

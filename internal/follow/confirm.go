@@ -47,6 +47,13 @@ func (c *confirmer) ack(lsn pglogrepl.LSN) {
 	c.advance()
 }
 
+// ackedLSN is the newest LSN acknowledged (0 without acknowledgements).
+func (c *confirmer) ackedLSN() pglogrepl.LSN {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.acked
+}
+
 // waiting reports whether flushed groups still wait for an acknowledgement.
 func (c *confirmer) waiting() int {
 	c.mu.Lock()

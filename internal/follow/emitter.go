@@ -52,6 +52,16 @@ func (e *emitter) add(start int, lsn pglogrepl.LSN) {
 	e.lines = append(e.lines, line{lsn: lsn, start: start, end: len(e.buf)})
 }
 
+// put adds lines formatted elsewhere (buildChunk, on another goroutine) to
+// the chunk: buf holds them, lines their LSNs and offsets in buf.
+func (e *emitter) put(buf []byte, lines []line) {
+	off := len(e.buf)
+	e.buf = append(e.buf, buf...)
+	for _, l := range lines {
+		e.lines = append(e.lines, line{lsn: l.lsn, start: l.start + off, end: l.end + off})
+	}
+}
+
 // upsert adds an upsert line to the chunk.
 func (e *emitter) upsert(index string, key []byte, id string, lsn pglogrepl.LSN, doc []byte) {
 	start := len(e.buf)

@@ -21,7 +21,6 @@ CREATE TABLE authors (id int PRIMARY KEY, first_name text, last_name text, email
   doc jsonb, tags jsonb);
 ALTER TABLE authors ALTER doc SET STORAGE EXTERNAL;
 CREATE TABLE books (id int PRIMARY KEY, author_id int REFERENCES authors, title text, publisher_id int REFERENCES publishers);
-ALTER TABLE books REPLICA IDENTITY FULL;
 CREATE TABLE marker (id int PRIMARY KEY, round int);
 INSERT INTO publishers VALUES (1, 'Penguin'), (2, 'Faber');
 INSERT INTO authors SELECT g, 'First' || g, 'Last' || g, 'Mail' || g || '@X.org', NULL, 'name' || g,

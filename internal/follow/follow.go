@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -55,17 +56,28 @@ type Follower struct {
 	confirmer *confirmer
 	em        *emitter
 	batch     int
+	workers   int     // chunks of a group built at once (parallel.go)
 	km        *keyMap // nil when no table needs the key map (keymap.go)
 
 	// lineLSN is the commit LSN of the last group written (the slot's
 	// position before the first): where an inline rebuild's lines go.
 	lineLSN pglogrepl.LSN
 	parts   map[string]string // per index, the partitions it was last rebuilt with (partitions.go)
+	// partitioned holds the tables of the plan that have partitions, as
+	// the last look found them: a group changing one looks again (partitions.go)
+	partitioned map[string]bool
 	// columns of the tables the indexes read, as the plan was compiled
 	// with them (schema.go); columnsRead is false until the first check
 	columns     string
 	columnsRead bool
-	rebuilds    rebuilds // recorded by the publication watcher (readd.go)
+	// replans counts, since replansSince, the groups that failed on a
+	// column gone while a new compile gave the same plan (schema.go)
+	replans      int
+	replansSince time.Time
+	rebuilds     rebuilds      // recorded by the publication watcher (readd.go)
+	ackedSaves   []ackedSave   // records saved once their rebuild is acknowledged (afterack.go)
+	kmSync       *keyMapSyncer // syncs the key map off the pipeline's path (keymapsync.go)
+	bar          *fanoutBar    // a large fan-out's progress on a terminal (fanoutbar.go)
 }
 
 // New prepares a follower; Run does the work.
@@ -73,7 +85,7 @@ func New(cfg *config.Config, opts Options, log *zap.Logger) *Follower {
 	if opts.StopTimeout == 0 {
 		opts.StopTimeout = 10 * time.Second
 	}
-	f := &Follower{cfg: cfg, opts: opts, log: log, metrics: metrics.New(), health: fault.NewHealth(log), batch: cfg.Capture.BatchSize}
+	f := &Follower{cfg: cfg, opts: opts, log: log, metrics: metrics.New(), health: fault.NewHealth(log), batch: cfg.Capture.BatchSize, workers: cfg.Capture.BuildWorkers, bar: newFanoutBar(os.Stderr)}
 	f.metrics.WatchHealth(f.health)
 	return f
 }

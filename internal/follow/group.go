@@ -10,12 +10,20 @@ import (
 // group is the work of one or more committed transactions, coalesced while
 // flusso-pg is behind: the root keys they affect (each with the commit LSN of
 // the newest transaction that touched it) and the truncations they carry.
+// A group that outgrows the spill bound is written in chunks as it is
+// resolved (resolve.go); the counts below say how it went.
 type group struct {
 	keys   map[*build.Index]map[string]*entry // by build.Key.ID
 	events []event
 	nkeys  int
 	last   *wal.Txn
 	txns   int
+	q      *gate // what the group reads through: its first read waits for visibility
+
+	written   int  // keys of the chunks already written
+	chunks    int  // chunks written (with keys)
+	held      int  // the most keys the group held at once
+	announced bool // the fan-out's start was logged
 }
 
 type entry struct {
@@ -37,8 +45,8 @@ type event struct {
 	lsn  pglogrepl.LSN
 }
 
-func newGroup() *group {
-	return &group{keys: map[*build.Index]map[string]*entry{}}
+func newGroup(q *gate) *group {
+	return &group{keys: map[*build.Index]map[string]*entry{}, q: q}
 }
 
 // addKey records that the transaction committed at lsn affects k.
@@ -57,9 +65,17 @@ func (g *group) addKey(ix *build.Index, k build.Key, lsn pglogrepl.LSN) {
 	g.nkeys++
 }
 
-// clear empties the group of its keys and events (keeping last and txns),
-// once they are written.
+// documents counts the keys the group resolved: written and in hand.
+func (g *group) documents() int { return g.written + g.nkeys }
+
+// clear empties the group of its keys and events (keeping last, txns and
+// the counts), once they are written.
 func (g *group) clear() {
+	if g.nkeys > 0 {
+		g.chunks++
+		g.written += g.nkeys
+		g.held = max(g.held, g.nkeys)
+	}
 	g.keys = map[*build.Index]map[string]*entry{}
 	g.events = nil
 	g.nkeys = 0

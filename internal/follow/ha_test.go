@@ -130,6 +130,13 @@ func TestFollowOnStandby(t *testing.T) {
 	if walsenders != 0 || sessions != 0 || standbyWalsender != 1 {
 		t.Fatalf("on the primary: %d walsenders besides the standby's, %d flusso-pg sessions, %d standby walsender; want 0, 0, 1", walsenders, sessions, standbyWalsender)
 	}
+	// A table dropped from the publication (on the primary: the standby's
+	// is a replica): provision auto adds it back there, not on the
+	// read-only standby, and rebuilds what reads it.
+	db.Exec(t, "ALTER PUBLICATION pub_"+db.Name+" DROP TABLE comments")
+	db.Exec(t, "UPDATE comments SET body = 'while out' WHERE id IN (SELECT id FROM comments ORDER BY id LIMIT 5)")
+	waitLog(t, f, "a table the index reads is back in the publication", 60*time.Second)
+	waitFold(t, db, out, 90*time.Second)
 	if code := f.stop(t, syscall.SIGTERM, 15*time.Second); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM, want 0", code)
 	}

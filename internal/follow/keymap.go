@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,6 +57,7 @@ func (f *Follower) prepareKeyMap() (resync bool, err error) {
 		names = append(names, t.Table.String())
 	}
 	km.opts.Logger = f.log.With(zap.String("component", "keymap"))
+	km.opts.CacheBytes = f.cfg.Capture.KeyMapCache
 	f.km = km
 	var id state.Identity
 	ok, err := f.store.Load(state.IdentityRecord, &id)
@@ -149,7 +151,7 @@ func (f *Follower) loadKeyMap(ctx context.Context, start *wal.Start) error {
 		return err
 	}
 	for _, t := range km.tables {
-		if err := loadTable(ctx, tx, l, t); err != nil {
+		if err := readTable(ctx, tx, t, func(key, join []change.Value) error { return l.Add(t.Table, key, join) }); err != nil {
 			_ = l.Close()
 			return err
 		}
@@ -165,13 +167,17 @@ func (f *Follower) loadKeyMap(ctx context.Context, start *wal.Start) error {
 	return nil
 }
 
-func loadTable(ctx context.Context, tx pgx.Tx, l *keymap.Loader, t build.KeyMapTable) error {
+// readTable reads the key and join columns of every row of a mapped table
+// and hands them to add.
+func readTable(ctx context.Context, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, t build.KeyMapTable, add func(key, join []change.Value) error) error {
 	cols := append(append([]string(nil), t.Key...), t.Join...)
 	sel := make([]string, len(cols))
 	for i, c := range cols {
 		sel[i] = change.QuoteIdentIfNeeded(c) + "::text"
 	}
-	rows, err := tx.Query(ctx, "SELECT "+strings.Join(sel, ", ")+" FROM "+t.Table.Quoted(), pgx.QueryExecModeSimpleProtocol)
+	rows, err := q.Query(ctx, "SELECT "+strings.Join(sel, ", ")+" FROM "+t.Table.Quoted(), pgx.QueryExecModeSimpleProtocol)
 	if err != nil {
 		return fmt.Errorf("key map: read %s: %w", t.Table, err)
 	}
@@ -185,12 +191,44 @@ func loadTable(ctx context.Context, tx pgx.Tx, l *keymap.Loader, t build.KeyMapT
 				vals[i] = change.Value{Text: string(raw)}
 			}
 		}
-		if err := l.Add(t.Table, vals[:len(t.Key)], vals[len(t.Key):]); err != nil {
+		if err := add(vals[:len(t.Key)], vals[len(t.Key):]); err != nil {
 			return err
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("key map: read %s: %w", t.Table, err)
+	}
+	return nil
+}
+
+// reloadKeyMap reads again, from the tables now, the map's entries of the
+// tables whose every reader is among the indexes about to be rebuilt (the
+// tables that were out of the publication are: recordReadd records all
+// their readers), of those partitioned only when partitioned is set (a
+// partition truncated, detached, changed and attached: not in the stream).
+// It runs before the rebuild reads the documents, so that the documents are
+// at least as new as the map (see keymap.Map.Reload).
+func (f *Follower) reloadKeyMap(ctx context.Context, indexes []string, partitioned bool) error {
+	km := f.km
+	if km == nil || km.m == nil {
+		return nil
+	}
+	for _, t := range km.tables {
+		if info, ok := f.plan.Catalog.Table(t.Table); partitioned && (!ok || info == nil || info.Kind != "p") {
+			continue
+		}
+		readers := f.rebuilds.readers[t.Table]
+		if len(readers) == 0 || slices.ContainsFunc(readers, func(n string) bool { return !slices.Contains(indexes, n) }) {
+			continue
+		}
+		err := km.m.Reload(t.Table, func(add func(key, join []change.Value) error) error {
+			return readTable(ctx, f.pool, t, add)
+		})
+		if err != nil {
+			return err
+		}
+		f.log.Info("key map entries of a table read again (its changes while out of the publication never reached the map)",
+			zap.Stringer("table", t.Table), zap.Int64("entries", km.m.TableEntries(t.Table)))
 	}
 	return nil
 }
@@ -273,6 +311,7 @@ func (f *Follower) syncKeyMap() error {
 
 // closeKeyMap closes the map (what was committed survives).
 func (f *Follower) closeKeyMap() {
+	f.stopKeyMapSyncer()
 	if f.km != nil && f.km.m != nil {
 		if f.km.batch != nil {
 			f.km.batch.Discard()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"runtime"
-	"time"
 
 	"github.com/jackc/pglogrepl"
 
@@ -31,12 +30,15 @@ func (f *Follower) open(ctx context.Context) (*wal.Start, error) {
 	err := f.retry(ctx, stageStart, func(ctx context.Context) error {
 		if f.pool == nil {
 			// One connection per backfill worker, one to plan with, one
-			// for the slot statistics.
+			// for the slot statistics; while following, one per chunk
+			// built at once (f.workers) besides the resolver's (it holds
+			// its own while a fan-out is written), the slot statistics'
+			// and one for the visibility check or a plan.
 			workers := f.cfg.Backfill.Workers
 			if workers <= 0 {
 				workers = runtime.NumCPU()
 			}
-			pool, err := pgsession.OpenPool(ctx, f.cfg.Source.DSN, max(workers+2, 4))
+			pool, err := pgsession.OpenPool(ctx, f.cfg.Source.DSN, max(workers+2, f.workers+3, 4))
 			if err != nil {
 				return err
 			}
@@ -56,7 +58,7 @@ func (f *Follower) open(ctx context.Context) (*wal.Start, error) {
 				f.metrics.Documents.WithLabelValues(ix.Name(), op)
 			}
 		}
-		_, err = provision.Ensure(ctx, pgsession.ReadWrite(f.pool), f.cfg, f.plan, f.store, f.log)
+		_, err = provision.EnsureWith(ctx, pgsession.ReadWrite(f.pool), f.cfg, f.plan, f.store, f.log, f.rebuildBeforeAdd)
 		return err
 	})
 	if err != nil {
@@ -113,15 +115,6 @@ func (f *Follower) close(err *error) {
 	}
 }
 
-// coalesce maps the config's coalesce (0 is off) to wal.Config's (0 is
-// the default, negative is off).
-func coalesce(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
-	}
-	return d
-}
-
 // readd is capture's Readd: under source.provision: auto a table back in
 // the publication is rebuilt (readd.go); otherwise capture stops.
 func (f *Follower) readd() func(change.Table, bool) error {
@@ -143,7 +136,7 @@ func (f *Follower) captureConfig(resync bool) wal.Config {
 		MemoryBudget:   f.cfg.Capture.MemoryBudget,
 		TempDir:        f.cfg.Capture.SpillDir,
 		StatusInterval: f.cfg.Capture.StatusInterval,
-		Coalesce:       coalesce(f.cfg.Capture.Coalesce),
+		Coalesce:       f.cfg.Capture.Coalesce,
 		Store:          f.store,
 		Readd:          f.readd(),
 		Resync:         f.opts.Resync || resync,

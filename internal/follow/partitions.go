@@ -2,15 +2,19 @@ package follow
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 
 	"github.com/flusso-pg/flusso-pg/internal/build"
+	"github.com/flusso-pg/flusso-pg/internal/change"
 	"github.com/flusso-pg/flusso-pg/internal/state"
+	"github.com/flusso-pg/flusso-pg/internal/wal"
 )
 
 // Partition maintenance is not in the logical stream when the publication
@@ -19,31 +23,45 @@ import (
 // DROP of a partition write no change at all. So flusso-pg looks instead:
 // every index that reads a partitioned table has a fingerprint, each leaf
 // of those tables with its relfilenode (a TRUNCATE gives a leaf a new one;
-// an attach, a detach or a drop changes the set of leaves). The loop reads
-// it every few seconds and when it changed rebuilds the index inline. The
+// an attach, a detach or a drop changes the set of leaves) and each
+// partition with the xmin of its pg_inherits row (a detach and an attach
+// again of the same table between two looks give it a new one). The loop reads
+// it every few seconds, and before building a group that writes a
+// partitioned table (lookBeforeBuild), and when it changed rebuilds the
+// index inline. The
 // fingerprint an index was last rebuilt with is kept in the state dir, so a
 // change while flusso-pg was stopped, or a rebuild cut short by a crash, is
 // rebuilt at the next start. (A VACUUM FULL or CLUSTER of a leaf changes its
-// relfilenode too: one rebuild more, never a wrong document.)
+// relfilenode too, and a VACUUM FREEZE of pg_inherits shows its rows' xmin
+// as frozen: one rebuild more, never a wrong document.)
 
 // partitionsSQL gives, per partitioned table of $1 (table names as SQL),
-// its leaves with their relfilenodes; a table that is not partitioned (or
-// does not exist) gives no row.
-const partitionsSQL = `SELECT r.t, coalesce(string_agg(c.oid::text || ':' || c.relfilenode::text, ',' ORDER BY c.oid) FILTER (WHERE p.isleaf), '')
+// its partitions: each leaf with its relfilenode, each partition (leaf or
+// not) with the xmin of its pg_inherits row, which an ATTACH writes anew
+// (so a partition detached, changed and attached again between two looks
+// is not the same partition); a table that is not partitioned (or does not
+// exist) gives no row.
+const partitionsSQL = `SELECT r.t, coalesce(string_agg(c.oid::text || ':' || CASE WHEN p.isleaf THEN c.relfilenode::text ELSE '' END || ':' || coalesce(i.xmin::text, ''), ',' ORDER BY c.oid) FILTER (WHERE p.level > 0), '')
 FROM unnest($1::text[]) AS r(t)
 JOIN pg_catalog.pg_class root ON root.oid = to_regclass(r.t) AND root.relkind = 'p'
 CROSS JOIN LATERAL pg_catalog.pg_partition_tree(root.oid) p
 LEFT JOIN pg_catalog.pg_class c ON c.oid = p.relid
+LEFT JOIN pg_catalog.pg_inherits i ON i.inhrelid = p.relid
 GROUP BY r.t`
 
 // readPartitions gives, per index, the fingerprint of the partitions of the
 // partitioned tables it reads ("" when it reads none).
 func (f *Follower) readPartitions(ctx context.Context) (map[string]string, error) {
+	return f.partitionsOf(ctx, f.pool)
+}
+
+// partitionsOf is readPartitions on q.
+func (f *Follower) partitionsOf(ctx context.Context, q build.Querier) (map[string]string, error) {
 	var names []string
 	for _, t := range f.plan.Tables() {
 		names = append(names, t.String())
 	}
-	rows, err := f.pool.Query(ctx, partitionsSQL, names)
+	rows, err := q.Query(ctx, partitionsSQL, names)
 	if err != nil {
 		return nil, fmt.Errorf("read the partitions of the tables the indexes read: %w", err)
 	}
@@ -59,6 +77,10 @@ func (f *Follower) readPartitions(ctx context.Context) (map[string]string, error
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read the partitions of the tables the indexes read: %w", err)
+	}
+	f.partitioned = map[string]bool{}
+	for t := range leaves {
+		f.partitioned[t] = true
 	}
 	out := map[string]string{}
 	for _, ix := range f.plan.Indexes {
@@ -113,51 +135,113 @@ func (f *Follower) partitionEvery() time.Duration {
 // later commits are built after the rebuild, from a newer state). The new
 // fingerprint is saved once the rebuild is flushed.
 func (f *Follower) checkPartitions(ctx context.Context) error {
-	return f.retry(ctx, stageRebuild, func(ctx context.Context) error {
-		now, err := f.readPartitions(ctx)
+	return f.retry(ctx, stageRebuild, func(ctx context.Context) error { return f.comparePartitions(ctx, f.pool) })
+}
+
+// comparePartitions is one look of checkPartitions, without its retry,
+// reading the partitions through q.
+func (f *Follower) comparePartitions(ctx context.Context, q build.Querier) error {
+	now, err := f.partitionsOf(ctx, q)
+	if err != nil {
+		return err
+	}
+	var changed []*build.Index
+	grown := false // only new leaves whose rows are in the stream: nothing to rebuild
+	for _, ix := range f.plan.Indexes {
+		old, ok := f.parts[ix.Name()]
+		if !ok || old == now[ix.Name()] {
+			continue
+		}
+		if old == partsUnsure {
+			changed = append(changed, ix)
+			continue
+		}
+		streamed, err := onlyStreamedLeavesAdded(ctx, f, old, now[ix.Name()])
 		if err != nil {
 			return err
 		}
-		var changed []*build.Index
-		grown := false // only new leaves without rows: nothing to rebuild
-		for _, ix := range f.plan.Indexes {
-			old, ok := f.parts[ix.Name()]
-			if !ok || old == now[ix.Name()] {
-				continue
-			}
-			empty, err := onlyEmptyLeavesAdded(ctx, f, old, now[ix.Name()])
-			if err != nil {
-				return err
-			}
-			if empty {
-				f.parts[ix.Name()] = now[ix.Name()]
-				grown = true
-				continue
-			}
-			changed = append(changed, ix)
+		if streamed {
+			f.parts[ix.Name()] = now[ix.Name()]
+			grown = true
+			continue
 		}
-		if len(changed) == 0 {
-			if grown {
-				return f.store.Save(state.PartitionsRecord, f.parts)
-			}
-			return nil
+		changed = append(changed, ix)
+	}
+	if len(changed) == 0 {
+		if grown {
+			return f.saveParts()
 		}
-		f.em.reset()
-		for _, ix := range changed {
-			f.log.Info("a partition of a table the index reads was truncated, attached, detached or dropped (not in the logical stream): writing every document again",
-				zap.String("index", ix.Name()), zap.Stringer("lsn", f.inlineLSN()))
-			if err := f.rebuild(ctx, ix, f.inlineLSN()); err != nil {
-				return err
-			}
-		}
-		if _, err := f.em.flush(); err != nil {
+		return nil
+	}
+	f.em.reset()
+	names := make([]string, len(changed))
+	for i, ix := range changed {
+		names[i] = ix.Name()
+	}
+	if err := f.reloadKeyMap(ctx, names, true); err != nil {
+		return err
+	}
+	for _, ix := range changed {
+		f.log.Info("a partition of a table the index reads was truncated, attached, detached or dropped (not in the logical stream): writing every document again",
+			zap.String("index", ix.Name()), zap.Stringer("lsn", f.inlineLSN()))
+		if err := f.rebuildReplanned(ctx, ix, f.inlineLSN(), now[ix.Name()]); err != nil {
 			return err
 		}
-		for _, ix := range changed {
+	}
+	if _, err := f.em.flush(); err != nil {
+		return err
+	}
+	for _, ix := range changed {
+		if f.parts[ix.Name()] != partsUnsure {
 			f.parts[ix.Name()] = now[ix.Name()]
 		}
-		return f.store.Save(state.PartitionsRecord, f.parts)
-	})
+	}
+	return f.saveParts()
+}
+
+// lookBeforeBuild looks at the partitions again when the group changes a
+// partitioned table, after its transactions are visible (the look is the
+// group's first read, through its gate q: behind the visibility check) and
+// before any of its documents is built. A leaf made, written and detached (or dropped,
+// or truncated) between two periodic looks is in neither fingerprint, yet
+// the rows the stream carried from it may be in the documents. Looking
+// here closes that: either this look sees the leaf, so its fingerprint
+// holds it and the detach that follows is seen by a later look, or the
+// leaf is gone already, and the documents built next (from a newer
+// snapshot) do not read it. A group that changes no partitioned table
+// (or a plan without one) costs nothing; one that does costs one catalog
+// query. Spilled transactions are not read twice: they look anyway.
+func (f *Follower) lookBeforeBuild(ctx context.Context, q build.Querier, txns []*wal.Txn) error {
+	if len(f.partitioned) == 0 {
+		return nil
+	}
+	touches := false
+	for _, t := range txns {
+		if t.Spilled() {
+			touches = true
+			break
+		}
+		errTouches := errors.New("touches")
+		err := t.Each(1<<30, func(rows []change.Row) error {
+			for i := range rows {
+				if f.partitioned[rows[i].Table.String()] {
+					return errTouches
+				}
+			}
+			return nil
+		})
+		if err == errTouches {
+			touches = true
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if !touches {
+		return nil
+	}
+	return f.comparePartitions(ctx, q)
 }
 
 // inlineLSN is the "lsn" of an inline rebuild's lines: the last group's
@@ -167,42 +251,65 @@ func (f *Follower) inlineLSN() pglogrepl.LSN {
 	return max(f.lineLSN, f.em.written)
 }
 
-// onlyEmptyLeavesAdded reports whether now differs from old (two
-// fingerprints of readPartitions) only by new leaves that hold no row: the
-// usual CREATE TABLE ... PARTITION OF of a time-partitioned table, whose
-// rows, once written, are in the stream. Rebuilding for it would rewrite
-// every document each time a partition is made. One row is read per new
-// leaf, only when the leaves changed.
-func onlyEmptyLeavesAdded(ctx context.Context, f *Follower, old, now string) (bool, error) {
+// onlyStreamedLeavesAdded reports whether now differs from old (two
+// fingerprints of readPartitions) only by new leaves that were never
+// truncated (their relfilenode is still their oid) and hold no row older
+// than their pg_inherits row: the usual CREATE TABLE ... PARTITION OF of a
+// time-partitioned table, whose rows, written by later transactions, are
+// in the stream. Rebuilding for it would rewrite every document each time
+// a partition is made. A new leaf already gone again, or emptied by a
+// TRUNCATE (neither is in the stream), may have had rows the stream
+// carried; a table attached with rows written before the ATTACH (or in
+// its transaction) has rows the stream never carried: those rebuild. (A
+// leaf created, written and truncated in one transaction keeps its
+// relfilenode: not told apart.) One row is read per new leaf, only when
+// the leaves changed.
+func onlyStreamedLeavesAdded(ctx context.Context, f *Follower, old, now string) (bool, error) {
 	before, after := leafNodes(old), leafNodes(now)
 	for oid, node := range before {
 		if after[oid] != node {
 			return false, nil // truncated, detached, dropped or rewritten
 		}
 	}
-	for oid := range after {
+	for oid, node := range after {
 		if _, ok := before[oid]; ok {
 			continue
 		}
+		rel, inherits, _ := strings.Cut(node, ":")
+		if rel != "" && rel != oid {
+			return false, nil // a leaf truncated (or rewritten) since it was made
+		}
+		if inherits == "" || inherits == "0" || inherits == "1" || inherits == "2" {
+			return false, nil // no pg_inherits row, or frozen already: its age tells nothing
+		}
+		// (Not to_regclass of the oid as text: an all-digit name is taken
+		// as an oid, existing or not.)
 		var name *string
-		if err := f.pool.QueryRow(ctx, "SELECT to_regclass($1::oid::regclass::text)::text", oid).Scan(&name); err != nil {
+		if err := f.pool.QueryRow(ctx, "SELECT (SELECT c.oid::regclass::text FROM pg_catalog.pg_class c WHERE c.oid = $1::oid)", oid).Scan(&name); err != nil {
 			return false, err
 		}
 		if name == nil {
-			continue // gone again: nothing of it is in the documents
+			return false, nil // gone again: its rows may be in the documents
 		}
-		var rows bool
-		if err := f.pool.QueryRow(ctx, "SELECT EXISTS (SELECT FROM ONLY "+*name+")").Scan(&rows); err != nil {
+		// A row not newer than the partition's pg_inherits row was written
+		// before it was attached, or in the same transaction (a frozen xmin
+		// is the oldest of all): not in the stream.
+		var older bool
+		if err := f.pool.QueryRow(ctx, "SELECT EXISTS (SELECT FROM ONLY "+*name+" WHERE age(xmin) >= age($1::text::xid))", inherits).Scan(&older); err != nil {
+			if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.Code == "42P01" {
+				return false, nil // dropped since to_regclass found it: gone again
+			}
 			return false, err
 		}
-		if rows {
-			return false, nil // attached with rows
+		if older {
+			return false, nil // attached with rows the stream never carried
 		}
 	}
 	return true, nil
 }
 
-// leafNodes reads a fingerprint ("table=oid:node,...;...") as oid → node.
+// leafNodes reads a fingerprint ("table=oid:node:xmin,...;...") as oid →
+// "node:xmin".
 func leafNodes(fp string) map[string]string {
 	m := map[string]string{}
 	for _, part := range strings.Split(fp, ";") {

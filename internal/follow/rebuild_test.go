@@ -1,7 +1,6 @@
 package follow_test
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -67,16 +66,12 @@ func foldIDs(t *testing.T, out string) []string {
 // rebuildLines returns the rebuild_start and rebuild_done lines of out, in order.
 func rebuildLines(t *testing.T, out string) []string {
 	t.Helper()
-	f, err := os.Open(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	var got []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
+	for _, text := range wholeLines(t, out) {
 		var l struct{ Op string }
-		json.Unmarshal(sc.Bytes(), &l)
+		if err := json.Unmarshal(text, &l); err != nil {
+			t.Fatalf("%s: a line is not JSON: %v", out, err)
+		}
 		if strings.HasPrefix(l.Op, "rebuild_") {
 			got = append(got, l.Op)
 		}

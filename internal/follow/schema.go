@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"go.uber.org/zap"
@@ -84,6 +86,12 @@ func (f *Follower) checkSchema(ctx context.Context) error {
 			f.log.Info("the columns of a table the index reads with its default column list changed: writing every document again in the new shape",
 				zap.String("index", ix.Name()), zap.Stringer("lsn", f.inlineLSN()))
 			if err := f.rebuild(ctx, ix, f.inlineLSN()); err != nil {
+				if undefinedColumn(err) {
+					// A column of the new plan dropped meanwhile (added
+					// and dropped in quick succession): compile again.
+					f.columnsRead = false
+					return fault.MarkTransient(err)
+				}
 				return err
 			}
 		}
@@ -94,12 +102,14 @@ func (f *Follower) checkSchema(ctx context.Context) error {
 		// short is run again, from a new compile.
 		f.plan = plan
 		f.columns, f.columnsRead = cols, true
-		for _, ix := range changed {
-			if err := snapshot.Rebuilt(f.store, ix); err != nil {
-				return err
+		return f.saveWhenSafe(func() error {
+			for _, ix := range changed {
+				if err := snapshot.Rebuilt(f.store, ix); err != nil {
+					return err
+				}
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 }
 
@@ -107,6 +117,9 @@ func (f *Follower) checkSchema(ctx context.Context) error {
 // default columns or whose partitions changed, and those reading a table
 // back in the publication.
 func (f *Follower) checkCatalog(ctx context.Context) error {
+	if err := f.runAckedSaves(); err != nil {
+		return err
+	}
 	if err := f.runRebuilds(ctx); err != nil {
 		return err
 	}
@@ -120,15 +133,54 @@ func (f *Follower) checkCatalog(ctx context.Context) error {
 // that is gone (an unused column of a default column list, dropped before
 // the next look at the catalog) compiles the plan again, and the group runs
 // again with it (the error is made transient). Any other error is as it was.
+//
+// The columns are always read again (a look at them may have raced with
+// the drop); a compile that gives the same plan makes the error transient
+// too, a few times: the catalog and the query may still disagree for a
+// moment; a column that stays missing is permanent.
 func (f *Follower) replanned(ctx context.Context, err error) error {
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || pgErr.Code != "42703" { // undefined_column
+	if !undefinedColumn(err) || !errors.As(err, &pgErr) {
 		return err
 	}
 	before := f.plan
-	if cerr := f.checkSchema(ctx); cerr != nil || f.plan == before {
+	f.columnsRead = false
+	if cerr := f.checkSchema(ctx); cerr != nil {
 		return err
+	}
+	if f.plan == before {
+		if time.Since(f.replansSince) > 2*time.Minute {
+			f.replans, f.replansSince = 0, time.Now()
+		}
+		if f.replans++; f.replans > 5 {
+			return err
+		}
+		return fault.MarkTransient(err)
 	}
 	f.log.Info("the plan was compiled again after a column was dropped: writing the group again", zap.String("error", pgErr.Message))
 	return fault.MarkTransient(err)
+}
+
+// rebuildReplanned is rebuild for the inline rebuilds outside checkSchema
+// (partitions, tables back in the publication): a column of the plan in
+// hand gone (an unused one of a default column list, dropped before the
+// next look at the catalog) compiles the plan again first (checkSchema
+// rebuilds what changed shape), and the error is made transient so the
+// caller runs again with the new plan.
+func (f *Follower) rebuildReplanned(ctx context.Context, ix *build.Index, lsn pglogrepl.LSN, want string) error {
+	err := f.rebuildFrom(ctx, ix, lsn, want)
+	if !undefinedColumn(err) {
+		return err
+	}
+	f.columnsRead = false
+	if cerr := f.checkSchema(ctx); cerr != nil {
+		return cerr
+	}
+	return fault.MarkTransient(err)
+}
+
+// undefinedColumn: err is Postgres' undefined_column.
+func undefinedColumn(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42703"
 }

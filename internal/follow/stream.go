@@ -33,8 +33,14 @@ func (f *Follower) stream(ctx context.Context, stop <-chan struct{}) error {
 	g.Go(func() error {
 		defer cancel() // the loop ended: stop the other goroutines
 		err := f.loop(gctx, stop, txns)
+		f.stopKeyMapSyncer() // what it holds is confirmed before the wait for acks
 		if err == nil && f.confirmer.acks && f.confirmer.waiting() > 0 {
 			f.waitAcks(gctx)
+		}
+		if err == nil {
+			// The rebuild records the acknowledgements now allow
+			// (afterack.go), not left to the next start.
+			err = f.runAckedSaves()
 		}
 		stopCapture() // capture sends its final status update as it stops
 		return err
@@ -100,53 +106,82 @@ func (f *Follower) loop(ctx context.Context, stop <-chan struct{}, txns <-chan [
 	}
 }
 
-// process waits until the group's transactions are visible, resolves their
-// changes to root keys, builds and writes the documents, flushes them and
-// hands the group to the confirmer. A transient error runs all of it again
-// (after a backoff, on fresh connections): lines already written for part of
-// the group are written again, which the fold absorbs; nothing is confirmed
-// before the whole group is flushed.
+// process resolves the group's changes to root keys, builds and writes the
+// documents, flushes them and hands the group to the confirmer; its first
+// read waits until the group's transactions are visible (visible.go). A
+// transient error runs all of it again (after a backoff, on fresh
+// connections): lines already written for part of the group are written
+// again, which the fold absorbs; nothing is confirmed before the whole group
+// is flushed. So does a commit not visible yet, after a shorter backoff.
 func (f *Follower) process(ctx context.Context, txns []*wal.Txn, spill int, started time.Time) error {
+	tr := &trace{taken: started}
+	v := newVisibility(txns)
 	return f.retry(ctx, stageBuild, func(ctx context.Context) error {
-		f.em.reset()
-		if err := f.waitVisible(ctx, txns); err != nil {
-			return err
-		}
-		g := newGroup()
-		for _, txn := range txns {
-			if err := f.collect(ctx, g, txn, spill); err != nil {
-				return f.replanned(ctx, err)
+		for {
+			err := f.attempt(ctx, txns, spill, v, tr)
+			if !errors.Is(err, errInvisible) {
+				return err
+			}
+			tr.retries++
+			if err := v.backoff(ctx, f.log); err != nil {
+				return err
 			}
 		}
-		return f.replanned(ctx, f.finish(ctx, g, started))
 	})
+}
+
+// attempt runs the group once, its reads through a new gate.
+func (f *Follower) attempt(ctx context.Context, txns []*wal.Txn, spill int, v *visibility, tr *trace) error {
+	f.em.reset()
+	tr.attempt = time.Now()
+	if tr.first.IsZero() {
+		tr.first = tr.attempt
+	}
+	g := newGroup(newGate(f.pool, v))
+	// Its first read, behind the visibility check (partitions.go).
+	if err := f.lookBeforeBuild(ctx, g.q, txns); err != nil {
+		return err
+	}
+	for _, txn := range txns {
+		if err := f.collect(ctx, g, txn, spill); err != nil {
+			return f.replanned(ctx, err)
+		}
+	}
+	tr.resolved = time.Now()
+	return f.replanned(ctx, f.finish(ctx, g, tr))
 }
 
 // finish writes what the group still holds, flushes the output and hands the
 // group to the confirmer.
-func (f *Follower) finish(ctx context.Context, g *group, started time.Time) error {
+func (f *Follower) finish(ctx context.Context, g *group, tr *trace) error {
 	if err := f.emit(ctx, g); err != nil {
 		return err
 	}
+	tr.built = time.Now()
 	need, err := f.em.flush()
 	if err != nil {
 		return err
 	}
+	tr.flushed = time.Now()
+	tr.visible = g.q.took
+	started := tr.taken
 	f.metrics.Transactions.Add(float64(g.txns))
 	f.metrics.BuildSeconds.Observe(time.Since(started).Seconds())
-	if ce := f.log.Check(zap.DebugLevel, "group written"); ce != nil {
-		ce.Write(zap.Int("transactions", g.txns), zap.Stringer("end", g.last.EndLSN),
-			zap.Duration("took", time.Since(started)), zap.Duration("waited", started.Sub(g.last.CommitTime)))
-	}
 	if !g.last.CommitTime.IsZero() {
 		f.metrics.LagSeconds.Set(time.Since(g.last.CommitTime).Seconds())
 	}
-	// The key map is durable up to the group's end before it can be confirmed.
-	if err := f.syncKeyMap(); err != nil {
+	// The key map is durable up to the group's end before it is confirmed.
+	if err := f.confirmWhenSynced(need, g.last.EndLSN); err != nil {
 		return err
 	}
-	f.confirmer.flushed(need, g.last.EndLSN)
+	if ce := f.log.Check(zap.DebugLevel, "group written"); ce != nil {
+		now := time.Now()
+		ce.Write(append([]zap.Field{zap.Int("transactions", g.txns), zap.Stringer("end", g.last.EndLSN),
+			zap.Duration("took", now.Sub(started)), zap.Duration("waited", started.Sub(g.last.CommitTime))},
+			tr.fields(g.last, now)...)...)
+	}
 	f.lineLSN = max(f.lineLSN, g.last.CommitLSN)
+	f.written(g, started)
 	return nil
 }
 

@@ -533,6 +533,17 @@ func (p *Publisher) Run(ctx context.Context) error {
 // then pipelining resumes.
 func (p *Publisher) recover(ctx context.Context) error {
 	p.recoveries.Add(1)
+	if err := p.settleInflight(ctx); err != nil {
+		return err
+	}
+	p.findStored(ctx)
+	p.reissueAfterGap()
+	return p.republish(ctx)
+}
+
+// settleInflight reports the failure that started the recovery and waits
+// until every message in flight is acknowledged (stored) or has failed.
+func (p *Publisher) settleInflight(ctx context.Context) error {
 	p.mu.Lock()
 	cause := p.cause
 	inflight := make([]*entry, 0, len(p.queue))
@@ -559,9 +570,14 @@ func (p *Publisher) recover(ctx context.Context) error {
 			p.mu.Unlock()
 		}
 	}
-	p.findStored(ctx)
-	p.reissueAfterGap()
+	return nil
+}
 
+// republish publishes the queue's unstored messages one at a time, each
+// expecting the stream's last sequence as last learned (asked again after
+// a refusal), with backoff while the broker is away; then pipelining
+// resumes from the stream's last sequence.
+func (p *Publisher) republish(ctx context.Context) error {
 	var b fault.Backoff
 	known := false
 	var last uint64

@@ -1,6 +1,7 @@
 package keymap
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -148,7 +149,7 @@ func (b *Batch) readAt(tid uint32, ek []byte, key []change.Value) ([]byte, bool,
 // firstAtOrAfter finds the first key prefix+lsn(8) with an LSN at or after
 // lsn: its LSN (0 when there is none) and value.
 func (m *Map) firstAtOrAfter(prefix []byte, lsn uint64) (uint64, []byte, error) {
-	it, err := m.db.NewIter(&pebble.IterOptions{LowerBound: appendLSN(append([]byte(nil), prefix...), lsn), UpperBound: successor(prefix)})
+	it, err := m.reader().NewIter(&pebble.IterOptions{LowerBound: appendLSN(append([]byte(nil), prefix...), lsn), UpperBound: successor(prefix)})
 	if err != nil {
 		return 0, nil, err
 	}
@@ -187,6 +188,12 @@ func (b *Batch) write(tid uint32, key []change.Value, val []byte, present bool) 
 // writeRead is write when the entry's current value (prev, had: what read
 // returns) is known.
 func (b *Batch) writeRead(tid uint32, ek []byte, key []change.Value, prev []byte, had bool, val []byte, present bool) error {
+	if !b.replay && b.chunks == 0 && had == present && (!present || bytes.Equal(prev, val)) {
+		// The entry stays as the transaction sees it (an UPDATE of a
+		// column outside the key and the join columns, the common case):
+		// nothing to write, no pre-image to keep.
+		return nil
+	}
 	var err error
 	if !b.replay {
 		uk := appendLSN(undoPrefix(nil, tid, key), b.lsn)
@@ -272,6 +279,10 @@ func (b *Batch) maybeFlush() error {
 		return nil
 	}
 	m := b.m
+	// The transactions before this one go to the store first.
+	if err := m.FlushGroup(); err != nil {
+		return err
+	}
 	_ = b.b.Set(journalChunkKey(b.lsn, b.chunks), b.journal, nil)
 	for tid, n := range b.counts() {
 		_ = b.b.Set(countKey(tid), binary.AppendVarint(nil, n), nil)
@@ -421,32 +432,9 @@ func (b *Batch) Row(r *change.Row) ([]change.Value, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	var oldKey, newKey []change.Value
-	switch r.Op {
-	case change.Insert:
-		newKey = pick(r.New, kpos)
-	case change.Update:
-		newKey = pick(r.New, kpos)
-		oldKey = newKey
-		if r.Old != nil {
-			oldKey = pick(r.Old, kpos)
-		}
-		for i := range newKey {
-			if newKey[i].Missing && !oldKey[i].Missing {
-				newKey[i] = oldKey[i]
-			}
-		}
-	case change.Delete:
-		oldKey = pick(r.Old, kpos)
-	default:
-		return nil, false, fmt.Errorf("table %s: a row with op %s", r.Table, r.Op)
-	}
-	for _, k := range [][]change.Value{oldKey, newKey} {
-		for i, v := range k {
-			if v.Missing {
-				return nil, false, fmt.Errorf("table %s: the row does not carry its key column %s", r.Table, spec.Key[i])
-			}
-		}
+	oldKey, newKey, err := rowKeys(r, kpos, spec.Key)
+	if err != nil {
+		return nil, false, err
 	}
 	look := newKey
 	if oldKey != nil {
@@ -484,6 +472,39 @@ func (b *Batch) Row(r *change.Row) ([]change.Value, bool, error) {
 		return prev, had, b.write(tid, newKey, appendVals(nil, join), true)
 	}
 	return prev, had, b.writeRead(tid, lek, newKey, prevRaw, had, appendVals(nil, join), true)
+}
+
+// rowKeys gives the key a row had before it (nil for an insert) and after
+// it (nil for a delete); an update's key column New does not carry (an
+// unchanged TOAST value) is Old's. A key column neither carries is an error.
+func rowKeys(r *change.Row, kpos []int, names []string) (oldKey, newKey []change.Value, err error) {
+	switch r.Op {
+	case change.Insert:
+		newKey = pick(r.New, kpos)
+	case change.Update:
+		newKey = pick(r.New, kpos)
+		oldKey = newKey
+		if r.Old != nil {
+			oldKey = pick(r.Old, kpos)
+		}
+		for i := range newKey {
+			if newKey[i].Missing && !oldKey[i].Missing {
+				newKey[i] = oldKey[i]
+			}
+		}
+	case change.Delete:
+		oldKey = pick(r.Old, kpos)
+	default:
+		return nil, nil, fmt.Errorf("table %s: a row with op %s", r.Table, r.Op)
+	}
+	for _, k := range [][]change.Value{oldKey, newKey} {
+		for i, v := range k {
+			if v.Missing {
+				return nil, nil, fmt.Errorf("table %s: the row does not carry its key column %s", r.Table, names[i])
+			}
+		}
+	}
+	return oldKey, newKey, nil
 }
 
 func positions(r *change.Row, cols []string) ([]int, error) {
@@ -534,14 +555,48 @@ func (b *Batch) Commit() error {
 		_ = b.b.Delete(metaLost, nil)
 	}
 	counts := b.counts()
+	if b.b.Empty() && len(counts) == 0 {
+		// Nothing changed: the LSN moves in memory only. Written or not,
+		// it reads the same: a replay of it after a crash (when a later
+		// transaction's LSN was written) answers from the later
+		// transactions' pre-images, and a rerun (when none was) reads the
+		// entries it left as they were.
+		m.mu.Lock()
+		m.lsn = b.lsn
+		m.mu.Unlock()
+		return nil
+	}
 	for tid, n := range counts {
 		_ = b.b.Set(countKey(tid), binary.AppendVarint(nil, n), nil)
 	}
 	_ = b.b.Set(metaLSN, appendLSN(nil, b.lsn), nil)
-	if err := b.b.Commit(pebble.NoSync); err != nil {
-		return fmt.Errorf("write the key map at %s: %w", pglogrepl.LSN(b.lsn), err)
+	if b.chunks > 0 {
+		// Its chunks are in the store already (the group was flushed
+		// before the first): the rest goes there too, now.
+		m.wmu.Lock()
+		err := b.b.Commit(pebble.NoSync)
+		if err == nil {
+			m.mu.Lock()
+			m.stored, m.flushed = b.lsn, b.lsn
+			m.mu.Unlock()
+		}
+		m.wmu.Unlock()
+		if err != nil {
+			return fmt.Errorf("write the key map at %s: %w", pglogrepl.LSN(b.lsn), err)
+		}
+	} else {
+		m.gmu.Lock()
+		if m.grp == nil {
+			m.grp = m.db.NewIndexedBatch()
+		}
+		err := m.grp.Apply(b.b, nil)
+		m.gmu.Unlock()
+		if err != nil {
+			return fmt.Errorf("write the key map at %s: %w", pglogrepl.LSN(b.lsn), err)
+		}
 	}
 	m.mu.Lock()
+	m.written = b.lsn
 	m.lsn = b.lsn
 	for tid, n := range counts {
 		m.counts[tid] = n

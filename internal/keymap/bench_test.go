@@ -141,7 +141,7 @@ func BenchmarkApply(b *testing.B) {
 				}
 				if (lsn/100)%100 == 0 {
 					t0 := time.Now()
-					if err := m.Sync(); err != nil {
+					if err := m.flushSync(); err != nil {
 						b.Fatal(err)
 					}
 					if err := m.Prune(pglogrepl.LSN(lsn - 5000)); err != nil {
@@ -246,7 +246,7 @@ func BenchmarkMix(b *testing.B) {
 			b.Fatal(err)
 		}
 		if (lsn/100)%100 == 0 {
-			if err := m.Sync(); err != nil {
+			if err := m.flushSync(); err != nil {
 				b.Fatal(err)
 			}
 			if err := m.Prune(pglogrepl.LSN(lsn - 5000)); err != nil {
@@ -281,7 +281,7 @@ func BenchmarkBigTxn(b *testing.B) {
 		if err := tx.Commit(); err != nil {
 			b.Fatal(err)
 		}
-		if err := m.Sync(); err != nil {
+		if err := m.flushSync(); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()

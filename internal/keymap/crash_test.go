@@ -58,7 +58,7 @@ func crashChild(arg string) int {
 			return 2
 		}
 		if i%5 == 0 {
-			if err := m.Sync(); err != nil {
+			if err := m.flushSync(); err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				return 2
 			}

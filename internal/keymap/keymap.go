@@ -95,9 +95,13 @@ type Map struct {
 	mu      sync.Mutex
 	lsn     uint64 // the map reflects every transaction up to here
 	durable uint64 // and is durable up to here
-	pruned  uint64 // journal records below this are gone
-	counts  []int64
-	open    bool // a batch is open
+	stored  uint64 // the LSN last written (transactions that change nothing write none: Sync writes it)
+	// wmu orders the writes of the map's LSN: a batch's commit, and Sync's
+	// write of the LSN of the transactions that changed nothing since.
+	wmu    sync.Mutex
+	pruned uint64 // journal records below this are gone
+	counts []int64
+	open   bool // a batch is open
 
 	chunkBytes int
 	// lostClear: a crash cut a transaction after a chunk with its truncate
@@ -105,6 +109,19 @@ type Map struct {
 	// reads of them may differ from its first run's (Batch.Uncertain).
 	lostClear  map[uint32]bool
 	rolledBack bool // Open rolled a cut transaction back (tests)
+
+	// grp gathers the committed transactions' batches (an indexed batch:
+	// reads see it over the store) until FlushGroup writes them at once,
+	// one write to the store per group of transactions rather than per
+	// transaction. The batch goroutine's; gmu lets Lookup read it from
+	// another goroutine. flushed is the LSN the store holds every change
+	// up to (transactions after the last written one changed nothing);
+	// written is the LSN of the last transaction in grp that changed
+	// something.
+	grp     *pebble.Batch
+	gmu     sync.RWMutex
+	flushed uint64
+	written uint64
 }
 
 func (o *Options) normalize() []Spec {
@@ -202,6 +219,7 @@ func Open(dir string, o Options) (*Map, error) {
 	}
 	m.lsn = binary.BigEndian.Uint64(lsn)
 	m.durable = m.lsn // Pebble flushes (and fsyncs) what it recovers from its log before Open returns
+	m.stored, m.flushed, m.written = m.lsn, m.lsn, m.lsn
 	for i := range specs {
 		v, err := m.get(countKey(uint32(i)))
 		if err != nil {
@@ -255,6 +273,51 @@ func (m *Map) clearScratch(lo, hi []byte) error {
 	return nil
 }
 
+// undoKey undoes, in b, one key a cut transaction's journal names: a
+// truncate marks its table's entries as lost; a pre-image puts the entry
+// back as it was (present or absent), adjusting the count.
+func (m *Map) undoKey(b *pebble.Batch, k []byte) error {
+	if len(k) < 5 {
+		return errDecode
+	}
+	tid := binary.BigEndian.Uint32(k[1:5])
+	if int(tid) >= len(m.counts) {
+		return errDecode
+	}
+	_ = b.Delete(k, nil)
+	if k[0] == pTrunc {
+		m.lostClear[tid] = true
+		return nil
+	}
+	if k[0] != pUndo || len(k) < 13 {
+		return errDecode
+	}
+	ek := append([]byte{pEntry}, k[1:len(k)-8]...)
+	pre, err := m.get(k)
+	if err != nil {
+		return err
+	}
+	cur, err := m.get(ek)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(pre) > 0 && pre[0] == 1:
+		_ = b.Set(ek, pre[1:], nil)
+		if cur == nil {
+			m.counts[tid]++
+		}
+	case len(pre) > 0:
+		_ = b.Delete(ek, nil)
+		if cur != nil {
+			m.counts[tid]--
+		}
+	default:
+		return errDecode
+	}
+	return nil
+}
+
 // rollbackPartial undoes the chunks of a transaction that a crash cut
 // before its commit: every entry it touched gets its pre-image back, so the
 // map is exactly at its LSN again (but for the entries of a table whose
@@ -289,43 +352,8 @@ func (m *Map) rollbackPartial() error {
 			return err
 		}
 		for _, k := range keys {
-			if len(k) < 5 {
-				return errDecode
-			}
-			tid := binary.BigEndian.Uint32(k[1:5])
-			if int(tid) >= len(m.counts) {
-				return errDecode
-			}
-			_ = b.Delete(k, nil)
-			if k[0] == pTrunc {
-				m.lostClear[tid] = true
-				continue
-			}
-			if k[0] != pUndo || len(k) < 13 {
-				return errDecode
-			}
-			ek := append([]byte{pEntry}, k[1:len(k)-8]...)
-			pre, err := m.get(k)
-			if err != nil {
+			if err := m.undoKey(b, k); err != nil {
 				return err
-			}
-			cur, err := m.get(ek)
-			if err != nil {
-				return err
-			}
-			switch {
-			case len(pre) > 0 && pre[0] == 1:
-				_ = b.Set(ek, pre[1:], nil)
-				if cur == nil {
-					m.counts[tid]++
-				}
-			case len(pre) > 0:
-				_ = b.Delete(ek, nil)
-				if cur != nil {
-					m.counts[tid]--
-				}
-			default:
-				return errDecode
 			}
 		}
 		for tid, n := range m.counts {
@@ -393,9 +421,43 @@ func newMap(db *pebble.DB, c interface{ Unref() }, dir string, specs []Spec, chu
 	return m
 }
 
+// reader is where the batch goroutine reads: the group's batch over the
+// store, or the store.
+func (m *Map) reader() pebble.Reader {
+	if m.grp != nil {
+		return m.grp
+	}
+	return m.db
+}
+
+// FlushGroup writes the transactions committed since the last flush to
+// the store, at once (not fsynced: Sync does that). Call it on the batch
+// goroutine at the end of a group of transactions, before Sync.
+func (m *Map) FlushGroup() error {
+	m.wmu.Lock()
+	defer m.wmu.Unlock()
+	m.mu.Lock()
+	lsn, written := m.lsn, m.written
+	m.mu.Unlock()
+	if m.grp != nil {
+		if err := m.grp.Commit(pebble.NoSync); err != nil {
+			return fmt.Errorf("write the key map up to %s: %w", pglogrepl.LSN(lsn), err)
+		}
+		m.gmu.Lock()
+		_ = m.grp.Close()
+		m.grp = nil
+		m.gmu.Unlock()
+	}
+	m.mu.Lock()
+	m.stored = max(m.stored, written)
+	m.flushed = max(m.flushed, lsn)
+	m.mu.Unlock()
+	return nil
+}
+
 // get returns a copy of the value at key, nil when there is none.
 func (m *Map) get(key []byte) ([]byte, error) {
-	v, closer, err := m.db.Get(key)
+	v, closer, err := m.reader().Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, nil
 	}
@@ -407,9 +469,25 @@ func (m *Map) get(key []byte) ([]byte, error) {
 }
 
 // Close closes the store. What was committed survives a crash up to the
-// durable LSN, and (unless the machine itself crashed) up to LSN.
+// durable LSN, and (unless the machine itself crashed) up to LSN. The
+// transactions that changed nothing since the last one written move the
+// written LSN now, so that the map opens again at LSN.
 func (m *Map) Close() error {
-	err := m.db.Close()
+	ferr := m.FlushGroup()
+	m.wmu.Lock()
+	m.mu.Lock()
+	lsn, stored, loaded := m.lsn, m.stored, m.lsn != 0
+	m.mu.Unlock()
+	err := ferr
+	if err == nil && loaded && lsn > stored {
+		// Only once the group is in the store: an LSN written past what
+		// the store holds would make its transactions replays.
+		err = m.db.Set(metaLSN, appendLSN(nil, lsn), pebble.NoSync)
+	}
+	m.wmu.Unlock()
+	if cerr := m.db.Close(); err == nil {
+		err = cerr
+	}
 	m.cache.Unref()
 	if err != nil {
 		return fmt.Errorf("close the key map: %w", err)
@@ -425,23 +503,49 @@ func (m *Map) LSN() pglogrepl.LSN {
 	return pglogrepl.LSN(m.lsn)
 }
 
-// DurableLSN is the position up to which the map is on disk (fsynced).
+// DurableLSN is the position up to which the map is on disk (fsynced):
+// after a crash it opens at this LSN or later.
 func (m *Map) DurableLSN() pglogrepl.LSN {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return pglogrepl.LSN(m.durable)
 }
 
-// Sync makes the map durable up to LSN(): after it, even a crash of the
-// machine leaves the map at LSN() or later. Call it before confirming LSN().
+// Sync makes the map durable up to LSN() as of the last FlushGroup: after
+// it, even a crash of the machine leaves the map there or later. Call it
+// (after FlushGroup) before confirming LSN(). It may run on another
+// goroutine than the batches.
+// The transactions that changed nothing since the last one written move
+// the written LSN here, once per sync rather than once each. The fsync does
+// not hold up batches being committed meanwhile.
 func (m *Map) Sync() error {
+	m.wmu.Lock()
 	m.mu.Lock()
-	lsn, durable := m.lsn, m.durable
+	lsn, durable, stored := m.flushed, m.durable, m.stored
 	m.mu.Unlock()
 	if durable >= lsn {
+		m.wmu.Unlock()
 		return nil // nothing since the last sync: no fsync
 	}
-	if err := m.db.Set(metaDurable, appendLSN(nil, lsn), pebble.Sync); err != nil {
+	b := m.db.NewBatch()
+	if lsn > stored {
+		_ = b.Set(metaLSN, appendLSN(nil, lsn), nil)
+	}
+	_ = b.Set(metaDurable, appendLSN(nil, lsn), nil)
+	err := b.Commit(pebble.NoSync)
+	_ = b.Close()
+	if err == nil && lsn > stored {
+		m.mu.Lock()
+		m.stored = max(m.stored, lsn)
+		m.mu.Unlock()
+	}
+	m.wmu.Unlock()
+	if err == nil {
+		// The write-ahead log is sequential: syncing it now makes every
+		// batch committed before durable too.
+		err = m.db.LogData([]byte{0}, pebble.Sync)
+	}
+	if err != nil {
 		return fmt.Errorf("sync the key map: %w", err)
 	}
 	m.mu.Lock()
@@ -493,7 +597,9 @@ func (m *Map) Lookup(t change.Table, key []change.Value) ([]change.Value, bool, 
 	if err != nil {
 		return nil, false, err
 	}
+	m.gmu.RLock()
 	v, err := m.get(entryKey(nil, tid, key))
+	m.gmu.RUnlock()
 	if err != nil || v == nil {
 		return nil, false, wrapRead(err)
 	}

@@ -150,7 +150,7 @@ func TestReplayIsNoOp(t *testing.T) {
 	dir := t.TempDir()
 	m := newLoaded(t, dir, map[string]string{"1": "10"})
 	mustTxn(t, m, 200, comment(change.Update, "1", "11"))
-	if err := m.Sync(); err != nil {
+	if err := m.flushSync(); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Close(); err != nil {
@@ -330,7 +330,7 @@ func TestConcurrentReaders(t *testing.T) {
 	for i := range 200 {
 		mustTxn(t, m, uint64(200+i), comment(change.Update, "1", strconv.Itoa(i)), comment(change.Insert, strconv.Itoa(i+2), "5"))
 		if i%10 == 0 {
-			if err := m.Sync(); err != nil {
+			if err := m.flushSync(); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -339,10 +339,10 @@ func TestConcurrentReaders(t *testing.T) {
 	if n := <-read; n == 0 {
 		t.Fatal("the reader never ran")
 	}
-	if err := m.Sync(); err != nil {
+	if err := m.flushSync(); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Sync(); err != nil {
+	if err := m.flushSync(); err != nil {
 		t.Fatal(err)
 	}
 	if m.DurableLSN() != m.LSN() || m.Entries() != 201 {
@@ -452,4 +452,63 @@ func TestChunkedRollback(t *testing.T) {
 	if len(m.lostClear) != 0 {
 		t.Fatalf("after the transaction is applied again, lost tables %v", m.lostClear)
 	}
+}
+
+// Reload replaces a table's entries with the rows read now, survives a
+// reopen, keeps the map's LSN, and is refused while a batch is open; a
+// later transaction applies on top of the reloaded entries.
+func TestReload(t *testing.T) {
+	dir := t.TempDir()
+	m := newLoaded(t, dir, map[string]string{"1": "10", "2": "20"})
+	b, err := m.Begin(150)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Reload(tComments, func(func(key, join []change.Value) error) error { return nil }); err == nil {
+		t.Fatal("Reload ran while a batch was open")
+	}
+	b.Discard()
+	err = m.Reload(tComments, func(add func(key, join []change.Value) error) error {
+		for id, post := range map[string]string{"2": "21", "3": "30", "4": "40"} {
+			if err := add([]change.Value{text(id)}, []change.Value{text(post), null}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Entries(); got != 3 {
+		t.Fatalf("Entries() = %d after the reload, want 3", got)
+	}
+	if m.LSN() != 100 {
+		t.Fatalf("LSN() = %s after the reload, want 0/64 (unchanged)", m.LSN())
+	}
+	if got := mustTxn(t, m, 200, comment(change.Delete, "3", ""), comment(change.Delete, "1", "")); strings.Join(got, " ") != "30 -" {
+		t.Fatalf("old parents %q after the reload, want \"30 -\"", strings.Join(got, " "))
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m, err = Open(dir, testOptions(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if v, ok, _ := m.Lookup(tComments, []change.Value{text("2")}); !ok || v[0].Text != "21" {
+		t.Fatalf("after a reopen key 2 holds %v (found %v), want post 21", v, ok)
+	}
+	if got := m.Entries(); got != 2 {
+		t.Fatalf("Entries() = %d after a reopen, want 2", got)
+	}
+}
+
+// flushSync is what follow does at the end of a group: the group's
+// batches to the store, then the fsync.
+func (m *Map) flushSync() error {
+	if err := m.FlushGroup(); err != nil {
+		return err
+	}
+	return m.Sync()
 }

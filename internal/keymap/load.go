@@ -111,7 +111,7 @@ func (m *Map) FinishLoad(lsn pglogrepl.LSN) error {
 		return fmt.Errorf("finish the key map load: %w", err)
 	}
 	m.mu.Lock()
-	m.lsn, m.durable = uint64(lsn), uint64(lsn)
+	m.lsn, m.durable, m.stored, m.flushed, m.written = uint64(lsn), uint64(lsn), uint64(lsn), uint64(lsn), uint64(lsn)
 	m.mu.Unlock()
 	return nil
 }
@@ -133,4 +133,69 @@ func DiskBytes(dir string) (int64, bool) {
 		}
 	}
 	return n, len(entries) > 0
+}
+
+// Reload replaces every entry of table t with the rows fill adds (through
+// add, each key once): the table's rows read now, when the map cannot vouch
+// for them (the table was out of the publication, so changes to it never
+// reached the map). No batch may be open. The entries are then as of fill's
+// read, newer than the map's LSN; the transactions the stream still carries
+// for the table apply on top and end at the same values (each key's last
+// change sets what the read saw), but until then a read can answer a value
+// from the future, so the caller must rebuild, after the reload, every index
+// that reads the table. A reload cut short by a crash leaves a part of the
+// rows: the caller records the need first and reloads again at the next start.
+func (m *Map) Reload(t change.Table, fill func(add func(key, join []change.Value) error) error) error {
+	m.mu.Lock()
+	if m.lsn == 0 || m.open {
+		m.mu.Unlock()
+		return errors.New("reload the key map: it is not loaded, or a batch is open")
+	}
+	m.open = true
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		m.open = false
+		m.mu.Unlock()
+	}()
+	// The transactions gathered so far go first: written after the
+	// reload, their entries of t would overwrite it.
+	if err := m.FlushGroup(); err != nil {
+		return err
+	}
+	tid, err := m.tid(t)
+	if err != nil {
+		return err
+	}
+	b := m.db.NewBatch()
+	defer func() { _ = b.Close() }()
+	lo, hi := tableSpan(tid)
+	_ = b.DeleteRange(lo, hi, nil)
+	var n int64
+	add := func(key, join []change.Value) error {
+		if err := b.Set(entryKey(nil, tid, key), appendVals(nil, join), nil); err != nil {
+			return err
+		}
+		n++
+		if b.Len() < loadBatchBytes {
+			return nil
+		}
+		if err := b.Commit(pebble.NoSync); err != nil {
+			return err
+		}
+		_ = b.Close()
+		b = m.db.NewBatch()
+		return nil
+	}
+	if err := fill(add); err != nil {
+		return fmt.Errorf("reload %s in the key map: %w", t, err)
+	}
+	_ = b.Set(countKey(tid), binary.AppendVarint(nil, n), nil)
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("reload %s in the key map: %w", t, err)
+	}
+	m.mu.Lock()
+	m.counts[tid] = n
+	m.mu.Unlock()
+	return nil
 }

@@ -36,6 +36,8 @@ type Metrics struct {
 	BackfillEstimate *prometheus.GaugeVec // index
 	Degraded         prometheus.Gauge
 	Retries          *prometheus.CounterVec // stage, class
+	FanoutDocuments  prometheus.Gauge
+	GroupDocuments   prometheus.Histogram
 
 	ready  atomic.Bool
 	failed atomic.Pointer[string]
@@ -71,9 +73,14 @@ func New() *Metrics {
 		Retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "flusso_retries_total",
 			Help: "Units of work run again after a transient error, by stage (capture, start, build, rebuild, backfill, slot_stats) and class (transient, auth)."},
 			[]string{"stage", "class"}),
+		FanoutDocuments: prometheus.NewGauge(prometheus.GaugeOpts{Name: "flusso_fanout_documents",
+			Help: "Documents the group of transactions in hand has resolved so far (written in chunks as they are resolved), 0 once it is flushed: how far a large fan-out has come."}),
+		GroupDocuments: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "flusso_group_documents",
+			Help:    "Documents one group of transactions resolved to, all its chunks together.",
+			Buckets: prometheus.ExponentialBuckets(1, 10, 8)}),
 	}
 	r.MustRegister(m.ConfirmedLSN, m.LagBytes, m.LagSeconds, m.RetainedWALBytes, m.Documents, m.BuildSeconds,
-		m.Transactions, m.BackfillRows, m.BackfillEstimate, m.Degraded, m.Retries,
+		m.Transactions, m.BackfillRows, m.BackfillEstimate, m.Degraded, m.Retries, m.FanoutDocuments, m.GroupDocuments,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

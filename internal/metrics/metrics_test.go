@@ -81,3 +81,17 @@ func TestWatchCaptureExportsEveryCounter(t *testing.T) {
 		}
 	}
 }
+
+// The fan-out's gauge and the group-size histogram are exported from the start.
+func TestFanoutMetricsAreExported(t *testing.T) {
+	m := New()
+	m.FanoutDocuments.Set(20000)
+	m.GroupDocuments.Observe(20000)
+	_, body := get(t, m.Handler(), "/metrics")
+	for _, want := range []string{"flusso_fanout_documents 20000", `flusso_group_documents_bucket{le="10000"} 0`,
+		`flusso_group_documents_bucket{le="100000"} 1`, "flusso_group_documents_count 1"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}

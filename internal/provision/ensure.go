@@ -2,6 +2,7 @@ package provision
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -37,6 +38,16 @@ type Conn interface {
 // database is not ready. The slot's own verdicts (invalidated, another
 // plugin) are left to capture, which owns the slot and --resync. plan may be nil.
 func Ensure(ctx context.Context, conn Conn, cfg *config.Config, plan *build.Plan, store *state.Store, log *zap.Logger) (*Report, error) {
+	return EnsureWith(ctx, conn, cfg, plan, store, log, nil)
+}
+
+// EnsureWith is Ensure with beforeAdd, when not nil, called with the
+// indexes that read the tables auto is about to add to the publication (or
+// create it with), before it does: a follow resuming a slot records there
+// that those indexes are rebuilt, since their changes made while the
+// tables were out never reached the slot's stream. An error of beforeAdd
+// adds nothing.
+func EnsureWith(ctx context.Context, conn Conn, cfg *config.Config, plan *build.Plan, store *state.Store, log *zap.Logger, beforeAdd func(indexes []string) error) (*Report, error) {
 	log = log.With(zap.String("component", "provision"))
 	mode := cfg.Source.Provision
 	if mode == config.ProvisionOff {
@@ -50,13 +61,23 @@ func Ensure(ctx context.Context, conn Conn, cfg *config.Config, plan *build.Plan
 	if mode != config.ProvisionAuto {
 		return in.r, in.r.err(CheckSlot)
 	}
-	apply := in.apply
-	if in.standby { // ha.go: the publication is made on the primary
-		apply = func(ctx context.Context, conn Conn, store *state.Store, log *zap.Logger) ([]string, error) {
+	apply := func() ([]string, error) {
+		if in.standby { // ha.go: the publication is made on the primary
 			return in.ensureOnStandby(ctx, conn, plan, store, log)
 		}
+		in.beforeAdd = beforeAdd
+		return in.apply(ctx, conn, store, log)
 	}
-	actions, err := apply(ctx, conn, store, log)
+	actions, err := apply()
+	if raced(err) {
+		// Another flusso-pg (another slot on the same publication) created
+		// it or added the table a moment ago: look again and go on from
+		// there.
+		if in, err = inspect(ctx, conn, cfg, plan); err != nil {
+			return nil, err
+		}
+		actions, err = apply()
+	}
 	if err != nil {
 		return in.r, err
 	}
@@ -73,6 +94,15 @@ func Ensure(ctx context.Context, conn Conn, cfg *config.Config, plan *build.Plan
 	return in.r, in.r.err(CheckSlot)
 }
 
+// raced reports whether err is a publication created, or a table added to
+// it, by someone else between the look and the statement: a unique
+// violation on the publication's name (23505) or an object that already
+// exists (42710).
+func raced(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "23505" || pgErr.Code == "42710")
+}
+
 // apply creates or extends the publication with the tables flusso-pg may
 // add, and returns the statements it ran.
 func (in *inspection) apply(ctx context.Context, conn Conn, store *state.Store, log *zap.Logger) ([]string, error) {
@@ -87,6 +117,19 @@ func (in *inspection) apply(ctx context.Context, conn Conn, store *state.Store, 
 	}
 	if len(add) == 0 {
 		return nil, nil
+	}
+	if in.beforeAdd != nil {
+		var readers []string
+		for _, t := range add {
+			for _, ix := range t.Indexes {
+				if !slices.Contains(readers, ix) {
+					readers = append(readers, ix)
+				}
+			}
+		}
+		if err := in.beforeAdd(readers); err != nil {
+			return nil, err
+		}
 	}
 	name := in.cfg.Source.Publication
 	var rec state.Publication

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -244,55 +245,89 @@ func (in *inspection) ensureOnStandby(ctx context.Context, standby Conn, plan *b
 // slot, synced and not behind the primary's. primary is the connection to
 // source.dsn (the primary). The findings go into r.
 func InspectStandby(ctx context.Context, r *Report, primary build.Querier, cfg *config.Config, dsn string) {
-	where := config.RedactDSN(dsn)
+	s := &standbyCheck{r: r, primary: primary, where: config.RedactDSN(dsn)}
 	if pc, err := pgconn.ParseConfig(dsn); err == nil {
-		where = fmt.Sprintf("%s:%d", pc.Host, pc.Port)
-	}
-	add := func(status Status, msg, fix string) {
-		r.add(Finding{Check: CheckStandby, Status: status, Message: "standby " + where + ": " + msg, Fix: fix})
+		s.where = fmt.Sprintf("%s:%d", pc.Host, pc.Port)
 	}
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
-		add(Fail, fmt.Sprintf("cannot connect: %v", err), "check the --standby connection string and pg_hba.conf on that server")
+		s.add(Fail, fmt.Sprintf("cannot connect: %v", err), "check the --standby connection string and pg_hba.conf on that server")
 		return
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	s.conn = conn
+	if !s.canSync(ctx) {
+		return
+	}
+	settings, err := s.settings(ctx)
+	if err != nil {
+		s.add(Fail, fmt.Sprintf("cannot read its settings: %v", err), "")
+		return
+	}
+	physical := s.settingVerdicts(settings)
+	s.standbySlots(ctx, physical)
+	s.slot(ctx, cfg.Source.Slot)
+}
+
+// standbyCheck is one InspectStandby: the standby's connection, the
+// primary's, and where the findings go.
+type standbyCheck struct {
+	r       *Report
+	where   string    // the standby's host:port (its DSN redacted when it does not parse)
+	conn    *pgx.Conn // the standby
+	primary build.Querier
+}
+
+func (s *standbyCheck) add(status Status, msg, fix string) {
+	s.r.add(Finding{Check: CheckStandby, Status: status, Message: "standby " + s.where + ": " + msg, Fix: fix})
+}
+
+// canSync reports whether the server is a standby of PostgreSQL 17 or
+// newer (which synchronizes slots); a failing finding says why not.
+func (s *standbyCheck) canSync(ctx context.Context) bool {
 	var recovery bool
 	var version int
-	if err := conn.QueryRow(ctx, `SELECT pg_is_in_recovery(), current_setting('server_version_num')::int / 10000`).Scan(&recovery, &version); err != nil {
-		add(Fail, fmt.Sprintf("cannot read it: %v", err), "")
-		return
+	if err := s.conn.QueryRow(ctx, `SELECT pg_is_in_recovery(), current_setting('server_version_num')::int / 10000`).Scan(&recovery, &version); err != nil {
+		s.add(Fail, fmt.Sprintf("cannot read it: %v", err), "")
+		return false
 	}
 	if !recovery {
-		add(Fail, "is not a standby (pg_is_in_recovery() is false)", "pass the standbys with --standby, the primary as source.dsn")
-		return
+		s.add(Fail, "is not a standby (pg_is_in_recovery() is false)", "pass the standbys with --standby, the primary as source.dsn")
+		return false
 	}
 	if version < 17 {
-		add(Fail, fmt.Sprintf("PostgreSQL %d does not synchronize replication slots (new in 17): after its promotion the slot is gone and flusso-pg must start over with --resync", version),
+		s.add(Fail, fmt.Sprintf("PostgreSQL %d does not synchronize replication slots (new in 17): after its promotion the slot is gone and flusso-pg must start over with --resync", version),
 			"upgrade the cluster to PostgreSQL 17")
-		return
+		return false
 	}
+	return true
+}
+
+// settings reads the standby's settings that slot synchronization needs.
+func (s *standbyCheck) settings(ctx context.Context) (map[string]string, error) {
 	settings := map[string]string{}
-	rows, err := conn.Query(ctx, `SELECT name, setting FROM pg_catalog.pg_settings WHERE name IN ('sync_replication_slots', 'hot_standby_feedback', 'primary_slot_name', 'primary_conninfo')`)
-	if err == nil {
-		for rows.Next() {
-			var k, v string
-			if rows.Scan(&k, &v) == nil {
-				settings[k] = v
-			}
-		}
-		rows.Close()
-		err = rows.Err()
-	}
+	rows, err := s.conn.Query(ctx, `SELECT name, setting FROM pg_catalog.pg_settings WHERE name IN ('sync_replication_slots', 'hot_standby_feedback', 'primary_slot_name', 'primary_conninfo')`)
 	if err != nil {
-		add(Fail, fmt.Sprintf("cannot read its settings: %v", err), "")
-		return
+		return nil, err
 	}
+	for rows.Next() {
+		var k, v string
+		if rows.Scan(&k, &v) == nil {
+			settings[k] = v
+		}
+	}
+	rows.Close()
+	return settings, rows.Err()
+}
+
+// settingVerdicts reports on each of those settings and returns the
+// standby's physical slot (primary_slot_name; "" when it has none).
+func (s *standbyCheck) settingVerdicts(settings map[string]string) string {
 	set := func(name, want, why, fix string) {
 		if settings[name] == want {
-			add(OK, name+" is "+want, "")
+			s.add(OK, name+" is "+want, "")
 		} else {
-			add(Fail, fmt.Sprintf("%s is %q: %s", name, settings[name], why), fix)
+			s.add(Fail, fmt.Sprintf("%s is %q: %s", name, settings[name], why), fix)
 		}
 	}
 	set("sync_replication_slots", "on", "the standby does not copy failover slots, so after its promotion the slot is gone",
@@ -301,72 +336,77 @@ func InspectStandby(ctx context.Context, r *Report, primary build.Querier, cfg *
 		"ALTER SYSTEM SET hot_standby_feedback = on; SELECT pg_reload_conf();  -- on the standby")
 	physical := settings["primary_slot_name"]
 	if physical == "" {
-		add(Fail, "primary_slot_name is empty: slot synchronization needs the standby to stream through a physical slot",
+		s.add(Fail, "primary_slot_name is empty: slot synchronization needs the standby to stream through a physical slot",
 			"on the primary: SELECT pg_create_physical_replication_slot('standby1'); on the standby: ALTER SYSTEM SET primary_slot_name = 'standby1'; SELECT pg_reload_conf();")
 	} else {
-		add(OK, "primary_slot_name is "+physical, "")
+		s.add(OK, "primary_slot_name is "+physical, "")
 	}
 	switch ci, ok := settings["primary_conninfo"]; {
 	case !ok || ci == "" || ci == "********":
-		add(Warn, "primary_conninfo cannot be read (it is shown to superusers and pg_read_all_settings only): check by hand that it names a dbname, which the slot sync worker needs",
+		s.add(Warn, "primary_conninfo cannot be read (it is shown to superusers and pg_read_all_settings only): check by hand that it names a dbname, which the slot sync worker needs",
 			"GRANT pg_read_all_settings TO <role>;  -- to let check read it")
 	case dbnameRE.MatchString(ci):
-		add(OK, "primary_conninfo names a dbname", "")
+		s.add(OK, "primary_conninfo names a dbname", "")
 	default:
-		add(Fail, "primary_conninfo names no dbname: the slot sync worker needs one to connect to the primary",
+		s.add(Fail, "primary_conninfo names no dbname: the slot sync worker needs one to connect to the primary",
 			"ALTER SYSTEM SET primary_conninfo = '... dbname=<database>'; SELECT pg_reload_conf();  -- on the standby")
 	}
-	if physical != "" && r.Version >= 17 {
-		var sss string
-		if err := primary.QueryRow(ctx, `SELECT current_setting('synchronized_standby_slots')`).Scan(&sss); err == nil {
-			if !containsSlot(splitList(sss), physical) {
-				add(Warn, fmt.Sprintf("its physical slot %s is not in the primary's synchronized_standby_slots (%q): the primary may send flusso-pg changes this standby does not have yet", physical, sss),
-					fmt.Sprintf("on the primary: ALTER SYSTEM SET synchronized_standby_slots = '%s'; SELECT pg_reload_conf();", strings.Join(append(splitList(sss), physical), ",")))
-			}
+	return physical
+}
+
+// standbySlots warns when the standby's physical slot is not in the
+// primary's synchronized_standby_slots (PostgreSQL 17 and newer).
+func (s *standbyCheck) standbySlots(ctx context.Context, physical string) {
+	if physical == "" || s.r.Version < 17 {
+		return
+	}
+	var sss string
+	if err := s.primary.QueryRow(ctx, `SELECT current_setting('synchronized_standby_slots')`).Scan(&sss); err == nil {
+		if !containsSlot(splitList(sss), physical) {
+			s.add(Warn, fmt.Sprintf("its physical slot %s is not in the primary's synchronized_standby_slots (%q): the primary may send flusso-pg changes this standby does not have yet", physical, sss),
+				fmt.Sprintf("on the primary: ALTER SYSTEM SET synchronized_standby_slots = '%s'; SELECT pg_reload_conf();", strings.Join(append(splitList(sss), physical), ",")))
 		}
 	}
-	// The slot itself.
-	slot := cfg.Source.Slot
+}
+
+// slot reports on the standby's copy of the slot: there, synced, valid,
+// and how far behind the primary's confirmed position.
+func (s *standbyCheck) slot(ctx context.Context, slot string) {
 	var primaryConfirmed *string
-	err = primary.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`, slot).Scan(&primaryConfirmed)
+	err := s.primary.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`, slot).Scan(&primaryConfirmed)
 	if errors.Is(err, pgx.ErrNoRows) {
-		add(Info, fmt.Sprintf("slot %s does not exist on the primary yet, so not on the standby either", slot), "")
+		s.add(Info, fmt.Sprintf("slot %s does not exist on the primary yet, so not on the standby either", slot), "")
 		return
 	}
 	if err != nil {
-		add(Fail, fmt.Sprintf("cannot read slot %s on the primary: %v", slot, err), "")
+		s.add(Fail, fmt.Sprintf("cannot read slot %s on the primary: %v", slot, err), "")
 		return
 	}
 	var synced bool
 	var reason string
 	var behind *int64
-	err = conn.QueryRow(ctx, `SELECT synced, coalesce(invalidation_reason, ''),
+	err = s.conn.QueryRow(ctx, `SELECT synced, coalesce(invalidation_reason, ''),
   pg_wal_lsn_diff($2::pg_lsn, confirmed_flush_lsn)::bigint
 FROM pg_catalog.pg_replication_slots WHERE slot_name = $1`, slot, primaryConfirmed).Scan(&synced, &reason, &behind)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		add(Fail, fmt.Sprintf("slot %s is not on the standby: after its promotion flusso-pg would have to start over with --resync", slot),
+		s.add(Fail, fmt.Sprintf("slot %s is not on the standby: after its promotion flusso-pg would have to start over with --resync", slot),
 			fmt.Sprintf("make it a failover slot (source.failover: auto, then flusso-pg follow; or ALTER_REPLICATION_SLOT %s (FAILOVER true)), with the settings above; the slot sync worker copies it within seconds once the slot moves", slot))
 	case err != nil:
-		add(Fail, fmt.Sprintf("cannot read slot %s: %v", slot, err), "")
+		s.add(Fail, fmt.Sprintf("cannot read slot %s: %v", slot, err), "")
 	case !synced:
-		add(Fail, fmt.Sprintf("slot %s on the standby is not a synced copy (synced = false): it was created there, it is not the primary's", slot), "drop it on the standby; the slot sync worker then copies the primary's")
+		s.add(Fail, fmt.Sprintf("slot %s on the standby is not a synced copy (synced = false): it was created there, it is not the primary's", slot), "drop it on the standby; the slot sync worker then copies the primary's")
 	case reason != "":
-		add(Fail, fmt.Sprintf("slot %s on the standby is invalidated (%s)", slot, reason), "on the standby: SELECT pg_drop_replication_slot('"+slot+"');  -- the sync worker copies it again")
+		s.add(Fail, fmt.Sprintf("slot %s on the standby is invalidated (%s)", slot, reason), "on the standby: SELECT pg_drop_replication_slot('"+slot+"');  -- the sync worker copies it again")
 	case behind != nil && *behind > 0:
-		add(Warn, fmt.Sprintf("slot %s is synced but %s behind the primary's confirmed position: after a promotion now, those changes would be delivered again (never lost)", slot, bytes(*behind)), "")
+		s.add(Warn, fmt.Sprintf("slot %s is synced but %s behind the primary's confirmed position: after a promotion now, those changes would be delivered again (never lost)", slot, bytes(*behind)), "")
 	default:
-		add(OK, fmt.Sprintf("slot %s is synced and up to date with the primary's", slot), "")
+		s.add(OK, fmt.Sprintf("slot %s is synced and up to date with the primary's", slot), "")
 	}
 }
 
 var dbnameRE = regexp.MustCompile(`(^|\s)dbname\s*=`)
 
 func containsSlot(list []string, name string) bool {
-	for _, s := range list {
-		if s == name || s == "*" {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(list, name) || slices.Contains(list, "*")
 }

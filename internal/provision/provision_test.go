@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/flusso-pg/flusso-pg/internal/build"
 	"github.com/flusso-pg/flusso-pg/internal/config"
 	"github.com/flusso-pg/flusso-pg/internal/pgtest"
@@ -511,5 +513,39 @@ func TestEnsureLeavesSlotToCapture(t *testing.T) {
 	want(t, r, CheckSlot, "", Fail, "not a logical pgoutput slot", "-")
 	if r.Ready {
 		t.Fatal("report ready with a foreign slot")
+	}
+}
+
+// Several flusso-pg (one slot each) sharing one publication, started at
+// once under provision: auto: one creates the publication, the others find
+// it made a moment after their look (a unique violation on its name) and go
+// on from there; none fails.
+func TestEnsureAutoConcurrentStarts(t *testing.T) {
+	t.Parallel()
+	f := setup(t, blogSchema, "REPLICATION", owns, "auto", blogIndexes)
+	ctx := context.Background()
+	const n = 4
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			conn, err := pgx.Connect(ctx, f.conn.Config().ConnString())
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer conn.Close(ctx)
+			store := state.New(t.TempDir(), fmt.Sprintf("%s_%d", f.slot, i))
+			_, err = Ensure(ctx, conn, f.cfg, nil, store, f.log)
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Errorf("a concurrent start failed: %v", err)
+		}
+	}
+	var tables int
+	if err := f.conn.QueryRow(ctx, "SELECT count(*) FROM pg_publication_tables WHERE pubname = $1", f.pub).Scan(&tables); err != nil || tables != len(allBlog) {
+		t.Fatalf("the publication has %d tables (err %v), want %d", tables, err, len(allBlog))
 	}
 }

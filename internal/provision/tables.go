@@ -69,11 +69,13 @@ func (t *table) hasIdentity() bool {
 }
 
 // configTables lists the tables the indexes read (roots, relations at any
-// depth, join tables, aggregates), in order of first appearance.
+// depth, join tables, aggregates: config.Walk), in order of first
+// appearance, with the indexes that read each and the columns the config
+// names on it.
 func configTables(cfg *config.Config) ([]*table, error) {
 	var out []*table
 	seen := map[string]*table{}
-	add := func(index, name string, cols ...string) error {
+	err := config.Walk(cfg, func(index, name string, cols []string) error {
 		p, err := change.ParseTable(name)
 		if err != nil {
 			return fmt.Errorf("index %s: %w", index, err)
@@ -94,50 +96,9 @@ func configTables(cfg *config.Config) ([]*table, error) {
 			}
 		}
 		return nil
-	}
-	var walk func(ix, parent string, rels []config.Relation, aggs []config.Aggregate) error
-	walk = func(ix, parent string, rels []config.Relation, aggs []config.Aggregate) error {
-		for _, r := range rels {
-			if r.Through != nil {
-				if err := add(ix, parent, r.Through.Join.Froms()...); err != nil {
-					return err
-				}
-				through := append(r.Through.Join.Tos(), r.Through.TargetJoin.Froms()...)
-				if err := add(ix, r.Through.Table, through...); err != nil {
-					return err
-				}
-				if err := add(ix, r.Table, append(r.Key, r.Through.TargetJoin.Tos()...)...); err != nil {
-					return err
-				}
-			} else {
-				if err := add(ix, parent, r.Join.Froms()...); err != nil {
-					return err
-				}
-				if err := add(ix, r.Table, append(r.Key, r.Join.Tos()...)...); err != nil {
-					return err
-				}
-			}
-			if err := walk(ix, r.Table, r.Relations, r.Aggregates); err != nil {
-				return err
-			}
-		}
-		for _, a := range aggs {
-			if err := add(ix, parent, a.Join.Froms()...); err != nil {
-				return err
-			}
-			if err := add(ix, a.Table, a.Join.Tos()...); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	for _, ix := range cfg.Indexes {
-		if err := add(ix.Name, ix.Table, ix.Key...); err != nil {
-			return nil, err
-		}
-		if err := walk(ix.Name, ix.Table, ix.Relations, ix.Aggregates); err != nil {
-			return nil, err
-		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -16,14 +16,15 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/flusso-pg/flusso-pg/internal/build"
+	"github.com/flusso-pg/flusso-pg/internal/config"
 	"github.com/flusso-pg/flusso-pg/internal/fault"
 	"github.com/flusso-pg/flusso-pg/internal/state"
 )
 
 // Config tunes a backfill.
 type Config struct {
-	Workers   int  // parallel readers; 0 = runtime.NumCPU()
-	BatchSize int  // documents per query; 0 = 500
+	Workers   int  // parallel readers; 0 = runtime.NumCPU(), as backfill.workers: 0
+	BatchSize int  // documents per query; 0 = config.DefaultBatchSize
 	Fresh     bool // the slot was just created: discard any old progress and start over
 	// Progress receives a progress bar per index when it is a terminal, and
 	// nothing otherwise (a log line every 10 s is written instead). nil: no bars.
@@ -98,7 +99,7 @@ func New(cfg Config, plan *build.Plan, pool *pgxpool.Pool, w Output, store *stat
 		cfg.Workers = runtime.NumCPU()
 	}
 	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 500
+		cfg.BatchSize = config.DefaultBatchSize
 	}
 	if cfg.CheckpointInterval <= 0 {
 		cfg.CheckpointInterval = time.Second

@@ -152,7 +152,7 @@ func (p *progress) draw() {
 		}
 		fill := int(frac * barWidth)
 		fmt.Fprintf(&s, "\r\x1b[2K%-*s [%s%s] %5.1f%%  %s/%s  %s docs/s", width, b.name,
-			strings.Repeat("#", fill), strings.Repeat("-", barWidth-fill), frac*100, count(done), count(estimate), count(int64(rate)))
+			strings.Repeat("#", fill), strings.Repeat("-", barWidth-fill), frac*100, Count(done), Count(estimate), Count(int64(rate)))
 		if finished {
 			fmt.Fprintf(&s, "  done in %s\n", time.Unix(0, b.finished.Load()).Sub(b.start).Round(time.Second))
 		} else {
@@ -180,8 +180,8 @@ func (p *progress) logLines(all bool) {
 	}
 }
 
-// count formats n with thousands separators: 1,234,567.
-func count(n int64) string {
+// Count formats n with thousands separators: 1,234,567.
+func Count(n int64) string {
 	s := fmt.Sprint(n)
 	if n < 0 {
 		return s

@@ -51,7 +51,7 @@ func TestProgressBars(t *testing.T) {
 	if logs.FilterMessage("backfill progress").Len() != 1 {
 		t.Fatalf("no progress log line: %v", logs.All())
 	}
-	if got := count(1234567); got != "1,234,567" {
+	if got := Count(1234567); got != "1,234,567" {
 		t.Fatalf("count: %s", got)
 	}
 }

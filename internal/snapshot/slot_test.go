@@ -82,6 +82,14 @@ SELECT 1`, 1+(i*13)%2000, i)
 		wg.Wait()
 	}()
 
+	// A few changes land before the backfill starts (a fast backfill of 2000
+	// posts may otherwise finish before the first one): they are after the
+	// snapshot all the same, and more keep coming while it runs.
+	for began := time.Now(); changes.Load() < 3; time.Sleep(5 * time.Millisecond) {
+		if time.Since(began) > 30*time.Second {
+			t.Fatalf("only %d changes in 30 s", changes.Load())
+		}
+	}
 	path := filepath.Join(t.TempDir(), "out.ndjson")
 	w, err := output.Open(path)
 	if err != nil {

@@ -125,12 +125,12 @@ func TestCaptureLoneCommitsComeAlone(t *testing.T) {
 	}
 }
 
-// Coalesce < 0 turns the pauses off; transactions read together are still
+// Coalesce 0 turns the pauses off; transactions read together are still
 // handed out together.
 func TestCaptureCoalesceOff(t *testing.T) {
 	const n = 3000
 	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY, n int)`, "t", map[change.Table][]string{tbl("t"): {"id"}})
-	f.cfg.Coalesce = -1
+	f.cfg.Coalesce = 0
 	c, st := f.open()
 	f.db.Exec(t, fmt.Sprintf(`DO $$ BEGIN FOR i IN 1..%d LOOP INSERT INTO t VALUES (i, 0); COMMIT; END LOOP; END $$`, n))
 	r := run(t, c, st, 2)
@@ -161,6 +161,7 @@ func TestCaptureOverTLS(t *testing.T) {
 		Tables:         map[change.Table][]string{tbl("t"): {"id"}},
 		TempDir:        t.TempDir(),
 		StatusInterval: 100 * time.Millisecond,
+		Coalesce:       time.Millisecond,
 		Store:          state.New(t.TempDir(), "s_"+db.Name),
 	}
 	f := &fixture{t: t, db: db, cfg: cfg}

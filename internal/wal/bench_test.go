@@ -106,6 +106,7 @@ func benchCapture(b *testing.B, db *pgtest.DB, slot string, rows int) float64 {
 		DSN: db.DSN, Slot: slot, Publication: "pub",
 		Tables:         map[change.Table][]string{tbl("t"): {"id"}},
 		StatusInterval: 10 * time.Second,
+		Coalesce:       time.Millisecond, // capture.coalesce's default
 	}, zap.NewNop())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -45,8 +45,9 @@ type Config struct {
 	StatusInterval time.Duration
 	// Coalesce is how long the reader lets a busy stream pile up in the
 	// socket after draining it, so it is read in a few large reads rather
-	// than one per message (pace.go). Default 1ms; negative turns it off.
-	// It engages only while the stream is busy.
+	// than one per message (pace.go). It engages only while the stream is
+	// busy. 0 (or less) turns it off, as capture.coalesce: 0 does: the
+	// value is used as given, the default (1ms) is config's.
 	Coalesce time.Duration
 	// Readd, when set (source.provision: auto), is called before the
 	// publication watcher adds back a captured table someone removed from
@@ -129,9 +130,6 @@ func New(cfg Config, log *zap.Logger) *Capture {
 	}
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = 10 * time.Second
-	}
-	if cfg.Coalesce == 0 {
-		cfg.Coalesce = time.Millisecond
 	}
 	log = log.With(zap.String("component", "wal"))
 	if cfg.Health == nil {

@@ -49,6 +49,7 @@ func newFixture(t *testing.T, schema string, pubTables string, tables map[change
 		MemoryBudget:   1 << 20,
 		TempDir:        t.TempDir(),
 		StatusInterval: 100 * time.Millisecond,
+		Coalesce:       time.Millisecond, // capture.coalesce's default
 		Store:          state.New(t.TempDir(), "s_"+db.Name),
 	}}
 }

@@ -77,6 +77,20 @@ func TestPaceEngagesOnABusyStream(t *testing.T) {
 	}
 }
 
+// A coalesce of 0 (capture.coalesce: 0) is off here too: New gives it no
+// default, and a busy stream is read without a pause.
+func TestCoalesceZeroIsOff(t *testing.T) {
+	if c := New(Config{Slot: "s"}, nil); c.cfg.Coalesce != 0 {
+		t.Fatalf("New turned coalesce 0 into %v; 0 is off, the default is config's", c.cfg.Coalesce)
+	}
+	c, slept := fakePacer(10*time.Microsecond, small(4*engageReads)...)
+	c.pause = 0
+	readAll(t, c, 4*engageReads)
+	if len(*slept) != 0 || c.stats.pauses.Load() != 0 {
+		t.Fatalf("coalesce 0: %d pauses on a busy stream, want none", len(*slept))
+	}
+}
+
 // Reads far apart (a quiet database) never pause.
 func TestPaceStaysOffOnAQuietStream(t *testing.T) {
 	c, slept := fakePacer(400*time.Microsecond, small(200)...)

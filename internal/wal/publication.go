@@ -109,7 +109,7 @@ func (c *Capture) checkPublication(ctx context.Context, conn *pgconn.PgConn, fir
 		return fmt.Errorf("check publication: %w", err)
 	}
 	if first {
-		c.pub.baseline(p)
+		return c.pub.baseline(ctx, conn, p)
 	}
 	return nil
 }
@@ -119,23 +119,39 @@ func (c *Capture) checkPublication(ctx context.Context, conn *pgconn.PgConn, fir
 var actions = []string{"insert", "update", "delete", "truncate"}
 
 // publicationWatch compares the publication with what capture needs. The
-// tables it requires are the captured ones published when Open looked: one
-// the publication never had is provision's to report at start, not a
-// change to stop for.
+// tables it requires are the captured ones: those published when Open
+// looked, and the ordinary tables it did not find there (provision, which
+// looked a moment before, found them or refused to start, so one missing
+// now was dropped from the publication in between). A partitioned table or
+// a partition missing is not required: a publication lists one or the
+// other, as publish_via_partition_root says.
 type publicationWatch struct {
 	cfg      *Config
 	log      *zap.Logger
 	required map[string]change.Table // by oid (a rename is relation.go's to report); nil until the baseline
 }
 
-// baseline notes the captured tables p publishes.
-func (w *publicationWatch) baseline(p *publication) {
-	w.required = map[string]change.Table{}
+// baseline notes the captured tables to require (see publicationWatch).
+func (w *publicationWatch) baseline(ctx context.Context, conn *pgconn.PgConn, p *publication) error {
+	required := map[string]change.Table{}
 	for t := range w.cfg.Tables {
 		if oid, ok := p.oidOf(t); ok {
-			w.required[oid] = t
+			required[oid] = t
+			continue
+		}
+		if t.Schema == "" {
+			continue
+		}
+		rows, err := simpleQuery(ctx, conn, "SELECT oid FROM pg_catalog.pg_class WHERE relkind = 'r' AND NOT relispartition AND oid = to_regclass("+change.QuoteLiteral(t.Quoted())+")")
+		if err != nil {
+			return fmt.Errorf("check publication: %w", err)
+		}
+		if len(rows) == 1 {
+			required[string(rows[0][0])] = t
 		}
 	}
+	w.required = required
+	return nil
 }
 
 // look runs the comparison on conn: a PublicationError, or
@@ -153,13 +169,24 @@ func (w *publicationWatch) look(ctx context.Context, conn *pgconn.PgConn) error 
 				off = append(off, a)
 			}
 		}
-		return &PublicationError{Publication: name,
-			Why: fmt.Sprintf("it no longer publishes %s, so those changes no longer reach flusso-pg", strings.Join(off, ", ")),
-			Fix: fmt.Sprintf("ALTER PUBLICATION %s SET (publish = 'insert, update, delete, truncate'); then run with --resync", change.QuoteIdentIfNeeded(name))}
+		set := fmt.Sprintf("ALTER PUBLICATION %s SET (publish = 'insert, update, delete, truncate')", change.QuoteIdentIfNeeded(name))
+		if w.cfg.Readd == nil {
+			return &PublicationError{Publication: name,
+				Why: fmt.Sprintf("it no longer publishes %s, so those changes no longer reach flusso-pg", strings.Join(off, ", ")),
+				Fix: set + "; then run with --resync (or run with source.provision: auto, which publishes them again and rebuilds every index)"}
+		}
+		// Every captured table's changes of those kinds were lost.
+		tables := make([]change.Table, 0, len(w.cfg.Tables))
+		for t := range w.cfg.Tables {
+			tables = append(tables, t)
+		}
+		why := fmt.Sprintf("the publication no longer published %s: published them again; every index is rebuilt", strings.Join(off, ", "))
+		return w.repair(ctx, conn, tables, set, why)
 	}
 	if w.required == nil {
-		w.baseline(p)
-		return nil
+		if err := w.baseline(ctx, conn, p); err != nil {
+			return err
+		}
 	}
 	for oid, t := range w.required {
 		if slices.Contains(p.oids, oid) {
@@ -170,12 +197,15 @@ func (w *publicationWatch) look(ctx context.Context, conn *pgconn.PgConn) error 
 			return err
 		}
 		if len(rows) == 0 {
-			return &PublicationError{Publication: name,
-				Why: fmt.Sprintf("table %s was dropped (or dropped and created again: a new table), so its changes no longer reach flusso-pg", t),
-				Fix: fmt.Sprintf("create it and ALTER PUBLICATION %s ADD TABLE %s, or remove it from the config; then run with --resync", change.QuoteIdentIfNeeded(name), t)}
+			if err := w.recreated(ctx, conn, p, oid, t); err != nil {
+				return err
+			}
+			continue
 		}
 		if w.cfg.Readd != nil {
-			if err := w.readd(ctx, conn, t); err != nil {
+			add := fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s", change.QuoteIdentIfNeeded(name), t)
+			why := "a captured table was no longer in the publication: added it back; the indexes that read it are rebuilt"
+			if err := w.repair(ctx, conn, []change.Table{t}, add, why); err != nil {
 				return err
 			}
 			continue
@@ -187,25 +217,77 @@ func (w *publicationWatch) look(ctx context.Context, conn *pgconn.PgConn) error 
 	return nil
 }
 
-// readd puts t back in the publication (source.provision: auto), once the
-// caller has recorded the rebuild its absence calls for.
-func (w *publicationWatch) readd(ctx context.Context, conn *pgconn.PgConn, t change.Table) error {
+// recreated handles a required table whose oid is gone: dropped, or
+// dropped and created again (a new table, whose rows the documents must be
+// rebuilt from; DROP TABLE sends no deletes). Under source.provision: auto
+// a table of that name is put in the publication (unless it already is)
+// and required from then on; otherwise, or when there is none, capture
+// stops naming the fix.
+func (w *publicationWatch) recreated(ctx context.Context, conn *pgconn.PgConn, p *publication, oid string, t change.Table) error {
 	name := w.cfg.Publication
-	if err := w.cfg.Readd(t, false); err != nil {
-		return fmt.Errorf("%w (table %s): %w", ErrRebuildNotRecorded, t, err)
+	stop := &PublicationError{Publication: name,
+		Why: fmt.Sprintf("table %s was dropped (or dropped and created again: a new table), so its changes no longer reach flusso-pg", t),
+		Fix: fmt.Sprintf("create it and ALTER PUBLICATION %s ADD TABLE %s, or remove it from the config; then run with --resync (source.provision: auto adds a table created again by itself, and rebuilds what reads it)", change.QuoteIdentIfNeeded(name), t)}
+	if w.cfg.Readd == nil {
+		return stop
 	}
-	sql := fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s", change.QuoteIdentIfNeeded(name), t)
-	if _, err := simpleQuery(ctx, conn, sql); err != nil {
-		return &PublicationError{Publication: name,
-			Why: fmt.Sprintf("it no longer publishes table %s, and adding it back failed (%v)", t, err),
-			Fix: sql + "; (flusso-pg then rebuilds the indexes that read it)"}
+	rows, err := simpleQuery(ctx, conn, "SELECT oid FROM pg_catalog.pg_class WHERE relkind IN ('r', 'p') AND oid = to_regclass("+change.QuoteLiteral(t.Quoted())+")")
+	if err != nil {
+		return err
 	}
-	if err := w.cfg.Readd(t, true); err != nil {
-		return fmt.Errorf("%w (table %s): %w", ErrRebuildNotRecorded, t, err)
+	if len(rows) == 0 {
+		return stop
+	}
+	add := fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s", change.QuoteIdentIfNeeded(name), t)
+	if _, published := p.oidOf(t); published {
+		add = "" // FOR ALL TABLES, or added by someone: published already
+	}
+	why := "a captured table was dropped and created again: put the new one in the publication; the indexes that read it are rebuilt"
+	if err := w.repair(ctx, conn, []change.Table{t}, add, why); err != nil {
+		return err
+	}
+	delete(w.required, oid)
+	w.required[string(rows[0][0])] = t
+	return nil
+}
+
+// repair makes the publication fit again under source.provision: auto:
+// the rebuild of every index reading tables is recorded (Config.Readd),
+// then sql runs (in standby mode on the primary: a standby is read-only),
+// then the tables count as back.
+func (w *publicationWatch) repair(ctx context.Context, conn *pgconn.PgConn, tables []change.Table, sql, why string) error {
+	name := w.cfg.Publication
+	for _, t := range tables {
+		if err := w.cfg.Readd(t, false); err != nil {
+			return fmt.Errorf("%w (table %s): %w", ErrRebuildNotRecorded, t, err)
+		}
+	}
+	if sql != "" {
+		if w.cfg.PrimaryDSN != "" {
+			// Standby mode: the publication is the primary's; the
+			// standby sees the change once it replays it.
+			primary, err := pgconn.Connect(ctx, w.cfg.PrimaryDSN)
+			if err != nil {
+				return fmt.Errorf("connect to source.primary_dsn to repair publication %s: %w", name, err)
+			}
+			defer closeConn(primary)
+			conn = primary
+		}
+		// 42710, already a member: added back by an earlier look whose
+		// ALTER the standby had not replayed yet, or by someone else.
+		if _, err := simpleQuery(ctx, conn, sql); err != nil && !isSQLState(err, "42710") {
+			return &PublicationError{Publication: name,
+				Why: fmt.Sprintf("it no longer fits what flusso-pg captures, and repairing it failed (%v)", err),
+				Fix: sql + "; (flusso-pg then rebuilds the indexes that read the tables)"}
+		}
+	}
+	for _, t := range tables {
+		if err := w.cfg.Readd(t, true); err != nil {
+			return fmt.Errorf("%w (table %s): %w", ErrRebuildNotRecorded, t, err)
+		}
 	}
 	if w.log != nil {
-		w.log.Warn("a captured table was no longer in the publication: added it back; the indexes that read it are rebuilt",
-			zap.String("publication", name), zap.Stringer("table", t))
+		w.log.Warn(why, zap.String("publication", name), zap.Stringers("tables", tables))
 	}
 	return nil
 }
@@ -251,4 +333,10 @@ func (c *Capture) watchPublication(ctx context.Context, cancel context.CancelCau
 		case <-t.C:
 		}
 	}
+}
+
+// isSQLState reports whether err is a server error with the SQLSTATE code.
+func isSQLState(err error, code string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == code
 }

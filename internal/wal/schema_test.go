@@ -130,6 +130,17 @@ func TestTableLeftPublication(t *testing.T) {
 	stopsWith(t, r, ErrPublicationChanged, "publication pub", "table public.u", "ALTER PUBLICATION pub ADD TABLE public.u; then run with --resync")
 }
 
+// A captured table dropped from the publication just before Open (after
+// provision looked) is required all the same: capture stops naming it.
+func TestTableLeftPublicationBeforeOpen(t *testing.T) {
+	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE u (id int PRIMARY KEY)`, "t, u",
+		map[change.Table][]string{tbl("t"): {"id"}, tbl("u"): {"id"}})
+	f.db.Exec(t, `ALTER PUBLICATION pub DROP TABLE u`)
+	c, st := f.open()
+	r := run(t, c, st, 4)
+	stopsWith(t, r, ErrPublicationChanged, "publication pub", "table public.u", "ALTER PUBLICATION pub ADD TABLE public.u; then run with --resync")
+}
+
 // An action turned off in the publication stops capture with the fix.
 func TestPublicationActionOff(t *testing.T) {
 	f := newFixture(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t", map[change.Table][]string{tbl("t"): {"id"}})

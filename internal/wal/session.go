@@ -41,6 +41,7 @@ type session struct {
 	pendingMem int64
 	held       atomic.Bool // len(pending) > 0, for pacedConn's goroutine
 	canHold    bool        // the connection can say it is drained without waiting
+	readAt     time.Time   // when the last ReceiveMessage returned (Txn.Received)
 }
 
 // hooks are the session's ways back to its Capture and to Run.
@@ -120,6 +121,7 @@ func (s *session) run(ctx context.Context, conn *pgconn.PgConn) (received bool, 
 func (s *session) read(ctx context.Context) (received bool, err error) {
 	for {
 		raw, err := s.conn.ReceiveMessage(context.Background())
+		s.readAt = time.Now()
 		if err != nil {
 			if !isTimeout(err) {
 				return received, classifyServer(s.cfg.Slot, err)
@@ -228,6 +230,7 @@ func (s *session) handle(ctx context.Context, data []byte) error {
 	// handed out together: one hand-off (one wake-up of the consumer) per
 	// read of the socket rather than per transaction.
 	s.wm.hand(txn.EndLSN)
+	txn.Received = s.readAt
 	s.pending = append(s.pending, txn)
 	s.pendingMem += txn.buf.mem
 	s.held.Store(true)
@@ -252,6 +255,10 @@ func (s *session) flush(ctx context.Context) error {
 	batch := s.pending
 	s.pending, s.pendingMem = nil, 0
 	s.held.Store(false)
+	now := time.Now()
+	for _, t := range batch {
+		t.Handed = now
+	}
 	return s.emit(ctx, batch)
 }
 

@@ -24,6 +24,11 @@ type Txn struct {
 	CommitTime time.Time
 	Rows       int // after deduplication
 
+	// When the socket read that brought the commit returned, and when the
+	// transaction was handed out: the first stages of a commit's latency
+	// (the "group written" debug log of follow).
+	Received, Handed time.Time
+
 	buf rowBuffer
 }
 

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# A fan-out, side by side in one run (issue 23): POSTS blog posts all carry
+# one tag; `UPDATE tags SET name = ...` on that one row rebuilds every post.
+#   flusso-pg: a running `follow` (backfill done, restarted so its peak RSS
+#              is the fan-out's), timed from the commit until it has written
+#              every document (flusso_documents_total; the slot's confirmation
+#              comes with the next status update, up to 1 s later, and is
+#              checked, not timed); time to first line; peak RSS (VmHWM of
+#              /proc/<pid>/status) before, after the rename and after a
+#              second rename (memory given back or not);
+#   peers:     one COPY of the reference query over the same posts, right
+#              after, on the same server; then as many COPYs at once as
+#              follow builds chunks at once (capture.build_workers: WORKERS
+#              or the CPUs), each over every width-th post.
+# Usage: bench/fanout.sh [POSTS...=100000] (RUNS=1 repeats each size;
+# BEFORE=<git rev> also measures that revision's flusso-pg, right after each
+# run, on the same data; WORKERS="1 2" measures this build with each
+# capture.build_workers, one after the other in the same run)
+# Prints, per size, docs/s of both, the ratio, first line and the RSS figures.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+SIZES=("${@:-100000}")
+RUNS=${RUNS:-1}
+bench_need
+work=$(mktemp -d /tmp/flusso-bench-fanout.XXXXXX)
+chmod 755 "$work"
+trap 'bench_cleanup "$work"' EXIT
+pg_start "$work/pg"
+FLUSSO="$work/flusso-pg"
+build_flusso "$FLUSSO"
+bins=(this)
+if [ -n "${BEFORE:-}" ]; then
+  mkdir -p "$work/src"
+  git -C "$BENCH_ROOT" archive "$BEFORE" | tar -x -C "$work/src"
+  (cd "$work/src" && go build -o "$work/flusso-before" ./cmd/flusso-pg)
+  bins+=(before)
+fi
+failed=0
+
+lsn_now() { psql -Atq -d "$1" -c "SELECT pg_current_wal_lsn()"; }
+wait_slot() { # DB SLOT LSN TIMEOUT_S
+  local end=$(($(date +%s) + $4))
+  until [ "$(psql -Atq -d "$1" -c "SELECT confirmed_flush_lsn >= '$3'::pg_lsn FROM pg_replication_slots WHERE slot_name = '$2'")" = t ]; do
+    [ "$(date +%s)" -lt "$end" ] || return 1
+    sleep 0.05
+  done
+}
+hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+ready() { # ADDR TIMEOUT_S
+  local end=$(($(date +%s) + $2))
+  until curl -fs "http://$1/readyz" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$end" ] || return 1
+    sleep 0.1
+  done
+}
+# written ADDR: upserts written by the running follow (it did no backfill).
+written() { curl -fs "http://$1/metrics" | awk '/^flusso_documents_total\{index="posts",op="upsert"\}/ {print $2}'; }
+wait_written() { # ADDR N TIMEOUT_S
+  local end=$(($(date +%s) + $3))
+  until awk -v w="$(written "$1")" -v n="$2" 'BEGIN {exit !(w + 0 >= n)}'; do
+    [ "$(date +%s)" -lt "$end" ] || return 1
+    sleep 0.05
+  done
+}
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ref=$(sed -e 's/--.*$//' "$BENCH_ROOT/workloads/blog/reference.sql" | tr '\n' ' ')
+
+for posts in "${SIZES[@]}"; do
+  db=fan$posts
+  blog_load "$db" "$posts" "$posts" 1000
+  psql -q -d "$db" -c "INSERT INTO tags VALUES (1000, 'everywhere'); INSERT INTO post_tags SELECT id, 1000 FROM posts; ANALYZE post_tags"
+  sed -e "s#postgres://postgres@127.0.0.1:5432/blog?sslmode=disable#$(dsn "$db")#" "$BENCH_ROOT/workloads/blog/flusso.yaml" >"$work/$db.yaml"
+  printf 'state: {dir: %s}\ncapture: {status_interval: 1s}\n' "$work/state-$db" >>"$work/$db.yaml"
+  # The backfill, once; then every run on a freshly started follow.
+  addr=127.0.0.1:$(port)
+  "$FLUSSO" follow --config "$work/$db.yaml" --log-level warn --listen "$addr" --output /dev/null >/dev/null &
+  pid=$!
+  ready "$addr" 1800 || { echo "fanout: the backfill of $posts posts did not finish"; failed=1; }
+  stop_proc $pid
+  for run in $(seq "$RUNS"); do
+  for which in "${bins[@]}"; do
+  for w in ${WORKERS:-default}; do
+    [ "$which" = before ] && [ "$w" != "${WORKERS%% *}" ] && [ "$w" != default ] && continue
+    bin=$FLUSSO label=flusso-pg conf=$work/$db.yaml
+    [ "$which" = before ] && bin=$work/flusso-before label="flusso-pg $BEFORE"
+    if [ "$w" != default ] && [ "$which" = this ]; then
+      label="flusso-pg build_workers $w" conf=$work/$db-w$w.yaml
+      sed -e "s/^capture: {status_interval: 1s}\$/capture: {status_interval: 1s, build_workers: $w}/" "$work/$db.yaml" >"$conf"
+    fi
+    addr=127.0.0.1:$(port)
+    out=$work/$db-$run.out
+    : >"$out"
+    "$bin" follow --config "$conf" --listen "$addr" >>"$out" 2>"$work/$db-$run.log" &
+    pid=$!
+    ready "$addr" 120 || { echo "fanout: follow did not become ready"; failed=1; }
+    sleep 1
+    idle=$(hwm_kb $pid)
+    base=$(written "$addr")
+    t0=$(now_ns)
+    psql -q -d "$db" -c "UPDATE tags SET name = 'renamed $run $which $w' WHERE id = 1000"
+    end=$(lsn_now "$db")
+    until [ -s "$out" ]; do sleep 0.01; done
+    t1=$(now_ns)
+    wait_written "$addr" $((base + posts)) 1800 || { echo "fanout: follow did not write the $posts documents"; failed=1; }
+    t2=$(now_ns)
+    wait_slot "$db" flusso_blog "$end" 60 || { echo "fanout: follow did not confirm the rename"; failed=1; }
+    lines=$(wc -l <"$out")
+    after=$(hwm_kb $pid)
+    held=$(rss_kb $pid)
+    psql -q -d "$db" -c "UPDATE tags SET name = 'renamed again $run $which $w' WHERE id = 1000"
+    wait_written "$addr" $((base + 2 * posts)) 1800 || { echo "fanout: follow did not write the second rename"; failed=1; }
+    wait_slot "$db" flusso_blog "$(lsn_now "$db")" 60 || { echo "fanout: follow did not confirm the second rename"; failed=1; }
+    second=$(hwm_kb $pid)
+    stop_proc $pid
+    flusso=$(awk -v n="$lines" -v d=$((t2 - t0)) 'BEGIN {print n / (d / 1e9)}')
+    c0=$(now_ns)
+    copied=$(psql -q -d "$db" -c "COPY ($ref WHERE p.id IN (SELECT post_id FROM post_tags WHERE tag_id = 1000)) TO STDOUT" | wc -l)
+    c1=$(now_ns)
+    peer=$(awk -v n="$copied" -v d=$((c1 - c0)) 'BEGIN {print n / (d / 1e9)}')
+    # The same-width peer: as many COPYs at once as follow builds chunks at
+    # once (capture.build_workers, default the CPUs), each over every
+    # width-th post.
+    width=$([ "$w" != default ] && echo "$w" || nproc)
+    pids=()
+    p0=$(now_ns)
+    for i in $(seq 0 $((width - 1))); do
+      psql -q -d "$db" -c "COPY ($ref WHERE p.id IN (SELECT post_id FROM post_tags WHERE tag_id = 1000) AND p.id % $width = $i) TO STDOUT" | wc -l >"$work/pcopy$i" &
+      pids+=($!)
+    done
+    wait "${pids[@]}"
+    p1=$(now_ns)
+    pcopied=$(cat "$work"/pcopy* | awk '{n += $1} END {print n}')
+    rm -f "$work"/pcopy*
+    ppeer=$(awk -v n="$pcopied" -v d=$((p1 - p0)) 'BEGIN {print n / (d / 1e9)}')
+    awk -v p="$posts" -v r="$run" -v label="$label" -v l="$lines" -v f="$flusso" -v c="$copied" -v k="$peer" -v first=$((t1 - t0)) \
+      -v i="$idle" -v a="$after" -v h="$held" -v s="$second" -v w="$width" -v pc="$pcopied" -v pk="$ppeer" 'BEGIN {
+      printf "fan-out %d posts, run %d: %s %d lines at %.0f docs/s, one COPY %d at %.0f docs/s, ratio %.2f; %d COPYs at once %d at %.0f docs/s, ratio %.2f; first line %.2f s after the commit; peak RSS %.0f MiB idle, %.0f MiB after the rename (RSS %.0f MiB then), %.0f MiB after a second\n",
+        p, r, label, l, f, c, k, (k > 0 ? f / k : 0), w, pc, pk, (pk > 0 ? f / pk : 0), first / 1e9, i / 1024, a / 1024, h / 1024, s / 1024 }'
+    grep -h 'fan-out written' "$work/$db-$run.log" | sed 's/^/  /' | head -2
+  done
+  done
+  done
+  # The slot is the server's, not the database's: drop it with the database.
+  # (its walsender may take a moment to go after follow stops)
+  for _ in $(seq 40); do
+    psql -q -d "$db" -c "SELECT pg_drop_replication_slot('flusso_blog')" >/dev/null 2>&1 && break
+    sleep 0.25
+  done
+  dropdb "$db"
+done
+exit $failed

@@ -1,0 +1,95 @@
+package follow
+
+import (
+	"sync"
+
+	"github.com/jackc/pglogrepl"
+)
+
+// The key map must be durable up to a group's end before the group may be
+// confirmed (docs/keymap.md), but not before its lines are written: the
+// fsync is off the pipeline's path. A group, once flushed, is handed to the
+// syncer, which prunes and syncs the map and then hands the group to the
+// confirmer, in order. While one fsync runs, the groups flushed meanwhile
+// wait for the next one, which covers them all (every batch was committed
+// before its group was handed over). A failed sync is the pipeline's error
+// at its next group; nothing after it is confirmed.
+type keyMapSyncer struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	queue   []pending
+	err     error
+	stopped bool
+	done    chan struct{}
+}
+
+// confirmWhenSynced hands a flushed group to the confirmer once the key
+// map is durable past it (at once without a key map).
+func (f *Follower) confirmWhenSynced(need, end pglogrepl.LSN) error {
+	if f.km == nil || f.km.m == nil {
+		f.confirmer.flushed(need, end)
+		return nil
+	}
+	// The group's transactions go to the store in one write (not synced).
+	if err := f.km.m.FlushGroup(); err != nil {
+		return err
+	}
+	s := f.kmSync
+	if s == nil {
+		s = &keyMapSyncer{done: make(chan struct{})}
+		s.cond = sync.NewCond(&s.mu)
+		f.kmSync = s
+		go f.runKeyMapSyncer(s)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return s.err
+	}
+	s.queue = append(s.queue, pending{need: need, end: end})
+	s.cond.Signal()
+	return nil
+}
+
+func (f *Follower) runKeyMapSyncer(s *keyMapSyncer) {
+	defer close(s.done)
+	s.mu.Lock()
+	for {
+		for len(s.queue) == 0 && !s.stopped {
+			s.cond.Wait()
+		}
+		if len(s.queue) == 0 || s.err != nil {
+			s.mu.Unlock()
+			return
+		}
+		batch := s.queue
+		s.queue = nil
+		s.mu.Unlock()
+		err := f.syncKeyMap()
+		if err == nil {
+			for _, p := range batch {
+				f.confirmer.flushed(p.need, p.end)
+			}
+		}
+		s.mu.Lock()
+		if err != nil {
+			s.err = err
+		}
+	}
+}
+
+// stopKeyMapSyncer syncs and confirms what is queued, then ends the
+// syncer: before the stop waits for acknowledgements, and before the map
+// is closed.
+func (f *Follower) stopKeyMapSyncer() {
+	s := f.kmSync
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	s.stopped = true
+	s.cond.Signal()
+	s.mu.Unlock()
+	<-s.done
+	f.kmSync = nil
+}
