@@ -5,7 +5,12 @@
 #              server's defaults and with jit=off (the setting flusso-pg's
 #              document connections use, build.RuntimeParams);
 #   flusso-pg: flusso-pg backfill --workers 1 and --workers 2 --output /dev/null, the
-#              same documents from one exported snapshot.
+#              same documents from one exported snapshot;
+#   same-width peer: as many COPYs at once as the backfill's workers (2),
+#              each over every second post (p.id % 2), with the server's
+#              defaults and with jit=off, right after the backfills.
+# Plot (bench/lib.sh, PLOT_DIR=docs/img): backfill.csv/.png, docs/s by number
+# of connections (medians).
 # Each is run RUNS times; the median is reported, with flusso-pg's peak RSS
 # (/usr/bin/time -v). It starts its own throwaway PostgreSQL (bench/lib.sh)
 # and exits non-zero only when a run fails.
@@ -66,7 +71,26 @@ time_run() {
 # Warm the cache once so no run pays for the first read of the tables.
 psql -Atq -d blog -c "COPY ($reference) TO STDOUT" >/dev/null
 
-peer_s=(); nojit_s=(); w1_s=(); w2_s=(); w1_rss=(); w2_rss=(); peer_rss=()
+# pcopy W: W COPYs of the reference query at once, each over every W-th post;
+# prints the seconds until the last one ends.
+pcopy() {
+  local w=$1 i t0 t1 pids=()
+  t0=$(now_ns)
+  for i in $(seq 0 $((w - 1))); do
+    psql -Atq -d blog -c "COPY ($reference WHERE p.id % $w = $i) TO STDOUT" | wc -l >"$work/pcopy$i" &
+    pids+=($!)
+  done
+  wait "${pids[@]}" || { echo "bench: a parallel COPY failed" >&2; : >"$work/pcopy-failed"; }
+  t1=$(now_ns)
+  if [ "$(cat "$work"/pcopy[0-9]* | awk '{n += $1} END {print n}')" != "$POSTS" ]; then
+    echo "bench: $w COPYs at once did not write $POSTS documents" >&2
+    : >"$work/pcopy-failed"
+  fi
+  rm -f "$work"/pcopy[0-9]*
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'
+}
+
+peer_s=(); nojit_s=(); w1_s=(); w2_s=(); w1_rss=(); w2_rss=(); peer_rss=(); par_s=(); parnojit_s=()
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 for run in $(seq "$RUNS"); do
   read -r s rss < <(time_run "copy-$run" psql -Atq -d blog -c "COPY ($reference) TO STDOUT")
@@ -82,7 +106,9 @@ for run in $(seq "$RUNS"); do
     fi
     if [ "$w" = 1 ]; then w1_s+=("$s"); w1_rss+=("$rss"); else w2_s+=("$s"); w2_rss+=("$rss"); fi
   done
-  echo "run $run: copy ${peer_s[-1]} s, copy jit=off ${nojit_s[-1]} s, flusso-pg w1 ${w1_s[-1]} s, w2 ${w2_s[-1]} s" >&2
+  par_s+=("$(pcopy 2)")
+  parnojit_s+=("$(PGOPTIONS="-c jit=off" pcopy 2)")
+  echo "run $run: copy ${peer_s[-1]} s, copy jit=off ${nojit_s[-1]} s, flusso-pg w1 ${w1_s[-1]} s, w2 ${w2_s[-1]} s, 2 COPYs at once ${par_s[-1]} s, jit=off ${parnojit_s[-1]} s" >&2
 done
 
 med() { printf '%s\n' "$@" | median; }
@@ -102,6 +128,18 @@ report "backfill --workers 2 vs COPY (reference)" "$(rate "$w2")" "$(rate "$peer
 echo "   peak RSS flusso-pg $(mib "${w2_rss[@]}") MiB"
 report "backfill --workers 1 vs COPY (reference, jit=off)" "$(rate "$w1")" "$(rate "$nojit")" "docs/s"
 report "backfill --workers 2 vs COPY (reference, jit=off)" "$(rate "$w2")" "$(rate "$nojit")" "docs/s"
+par=$(med "${par_s[@]}")
+parnojit=$(med "${parnojit_s[@]}")
+report "backfill --workers 2 vs 2 COPYs at once" "$(rate "$w2")" "$(rate "$par")" "docs/s"
+report "backfill --workers 2 vs 2 COPYs at once, jit=off" "$(rate "$w2")" "$(rate "$parnojit")" "docs/s"
+csv=$(plot_csv backfill)
+{
+  echo "connections,COPY,COPY jit=off,flusso-pg backfill"
+  echo "1 (one COPY / --workers 1),$(rate "$peer"),$(rate "$nojit"),$(rate "$w1")"
+  echo "2 (2 COPYs at once / --workers 2),$(rate "$par"),$(rate "$parnojit"),$(rate "$w2")"
+} | awk -F, -v OFS=, 'NR > 1 {for (i = 2; i <= NF; i++) $i = sprintf("%.0f", $i)} {print}' >"$csv"
+plot_bars "$csv" "$PLOT_DIR/backfill.png" "backfill: $POSTS posts, $COMMENTS comments, documents/s (median of $RUNS, $(date -u +%F))" "documents per second"
 echo "best of $RUNS (fastest run of each): copy $(best "${peer_s[@]}") s, copy jit=off $(best "${nojit_s[@]}") s," \
   "flusso-pg w1 $(best "${w1_s[@]}") s (ratio $(ratio "$(best "${w1_s[@]}")" "$(best "${peer_s[@]}")")), w2 $(best "${w2_s[@]}") s (ratio $(ratio "$(best "${w2_s[@]}")" "$(best "${peer_s[@]}")"))"
+[ -e "$work/pcopy-failed" ] && failed=1
 exit $failed

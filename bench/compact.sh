@@ -4,6 +4,7 @@
 # lines were compacted), alternating, RUNS times each: bytes per line and
 # seconds (wall, and the process's own CPU, steadier on a shared machine),
 # and a check that both outputs decode to the same documents.
+# Plot (bench/lib.sh, PLOT_DIR=docs/img): compact.csv/.png, bytes per line.
 # Usage: bench/compact.sh [REV=3bee2a5] [POSTS=50000] [COMMENTS=250000] [RUNS=3]
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -39,6 +40,13 @@ for run in $(seq "$RUNS"); do
     [ "$run" = "$RUNS" ] || rm "$work/$b.ndjson"
   done
 done
+csv=$(plot_csv compact)
+echo "build,bytes per line" >"$csv"
+for b in old new; do
+  awk -v b="$([ $b = old ] && echo "before ($REV)" || echo "compact (this tree)")" -v c="$(wc -c <"$work/$b.ndjson")" -v l="$(wc -l <"$work/$b.ndjson")" \
+    'BEGIN { printf "%s,%.1f\n", b, c / l }' >>"$csv"
+done
+plot_bars "$csv" "$PLOT_DIR/compact.png" "bytes per line, blog backfill ($POSTS posts, $COMMENTS comments), before and after compaction ($(date -u +%F))" "bytes per line"
 python3 - "$work" <<'PY'
 import json, statistics, sys
 w = sys.argv[1]

@@ -17,6 +17,11 @@
 # run, on the same data; WORKERS="1 2" measures this build with each
 # capture.build_workers, one after the other in the same run)
 # Prints, per size, docs/s of both, the ratio, first line and the RSS figures.
+# Plots (bench/lib.sh, PLOT_DIR=docs/img): fanout-runs.csv, every run's
+# figures; fanout.csv/.png, docs/s of flusso-pg, one COPY and the same-width
+# COPYs by size (median of the runs); fanout-first-line.csv/.png; and
+# fanout-rss.csv/.png, follow's VmRSS every ~100 ms from the commit until it
+# has written every document (run 1 of each size, the default build_workers).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 SIZES=("${@:-100000}")
@@ -65,6 +70,10 @@ wait_written() { # ADDR N TIMEOUT_S
 }
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ref=$(sed -e 's/--.*$//' "$BENCH_ROOT/workloads/blog/reference.sql" | tr '\n' ' ')
+runs_csv=$(plot_csv fanout-runs)
+rss_csv=$(plot_csv fanout-rss)
+echo "documents,run,label,flusso_docs_s,one_copy_docs_s,parallel_copies,parallel_copy_docs_s,first_line_s,idle_peak_rss_mib,peak_rss_mib,second_peak_rss_mib,date" >"$runs_csv"
+echo "documents,run,seconds,rss_mib" >"$rss_csv"
 
 for posts in "${SIZES[@]}"; do
   db=fan$posts
@@ -98,12 +107,19 @@ for posts in "${SIZES[@]}"; do
     idle=$(hwm_kb $pid)
     base=$(written "$addr")
     t0=$(now_ns)
+    # VmRSS every ~100 ms from the commit until every document is written.
+    rss_sample $pid "$t0" "$work/rss" & sampler=$!
     psql -q -d "$db" -c "UPDATE tags SET name = 'renamed $run $which $w' WHERE id = 1000"
     end=$(lsn_now "$db")
     until [ -s "$out" ]; do sleep 0.01; done
     t1=$(now_ns)
     wait_written "$addr" $((base + posts)) 1800 || { echo "fanout: follow did not write the $posts documents"; failed=1; }
     t2=$(now_ns)
+    rss_stop $sampler "$work/rss"
+    if [ "$label" = flusso-pg ] && [ "$run" = 1 ]; then
+      sed -e "s/^/$posts,$run,/" "$work/rss" >>"$rss_csv"
+    fi
+    rm -f "$work/rss"
     wait_slot "$db" flusso_blog "$end" 60 || { echo "fanout: follow did not confirm the rename"; failed=1; }
     lines=$(wc -l <"$out")
     after=$(hwm_kb $pid)
@@ -137,7 +153,10 @@ for posts in "${SIZES[@]}"; do
       -v i="$idle" -v a="$after" -v h="$held" -v s="$second" -v w="$width" -v pc="$pcopied" -v pk="$ppeer" 'BEGIN {
       printf "fan-out %d posts, run %d: %s %d lines at %.0f docs/s, one COPY %d at %.0f docs/s, ratio %.2f; %d COPYs at once %d at %.0f docs/s, ratio %.2f; first line %.2f s after the commit; peak RSS %.0f MiB idle, %.0f MiB after the rename (RSS %.0f MiB then), %.0f MiB after a second\n",
         p, r, label, l, f, c, k, (k > 0 ? f / k : 0), w, pc, pk, (pk > 0 ? f / pk : 0), first / 1e9, i / 1024, a / 1024, h / 1024, s / 1024 }'
-    grep -h 'fan-out written' "$work/$db-$run.log" | sed 's/^/  /' | head -2
+    awk -v p="$posts" -v r="$run" -v label="$label" -v f="$flusso" -v k="$peer" -v w="$width" -v pk="$ppeer" -v first=$((t1 - t0)) \
+      -v i="$idle" -v a="$after" -v s="$second" -v d="$(date -u +%F)" 'BEGIN {
+      printf "%d,%d,%s,%.0f,%.0f,%d,%.0f,%.3f,%.1f,%.1f,%.1f,%s\n", p, r, label, f, k, w, pk, first / 1e9, i / 1024, a / 1024, s / 1024, d }' >>"$runs_csv"
+    grep -h 'fan-out written' "$work/$db-$run.log" | sed 's/^/  /' | head -2 || true
   done
   done
   done
@@ -149,4 +168,37 @@ for posts in "${SIZES[@]}"; do
   done
   dropdb "$db"
 done
+
+# The plots: medians of the runs by size (this build, default build_workers
+# unless WORKERS names others: then each label is a group of its own).
+bars=$(plot_csv fanout) first=$(plot_csv fanout-first-line)
+width=$(awk -F, 'NR == 2 {print $6}' "$runs_csv")
+echo "documents,flusso-pg,one COPY,$width COPYs at once" >"$bars"
+echo "documents,first line (s)" >"$first"
+# group: the size, and the label when it is not the default (WORKERS); BEFORE's rows are left out.
+groups() { awk -F, -v before="flusso-pg ${BEFORE:-}" 'NR > 1 && (before == "flusso-pg " || $3 != before) {
+  g = ($3 == "flusso-pg" ? $1 : $1 " " substr($3, 11)); print g "," $0 }' "$runs_csv"; }
+groups | cut -d, -f1 | awk '!seen[$0]++' |
+  while read -r group; do
+    pick() { groups | awk -F, -v g="$group" -v c="$(($1 + 1))" '$1 == g {print $c}' | median; }
+    echo "$group,$(pick 4),$(pick 5),$(pick 7)" >>"$bars"
+    echo "$group,$(pick 8)" >>"$first"
+  done
+plot_bars "$bars" "$PLOT_DIR/fanout.png" "fan-out: one renamed tag on every post, documents/s (median of $RUNS run(s), $(date -u +%F))" "documents per second"
+PLOT_FMT=%.2f plot_bars "$first" "$PLOT_DIR/fanout-first-line.png" "fan-out: first line after the commit (median of $RUNS run(s))" "seconds"
+if plot_need; then
+  gnuplot <<GP || echo "plot: gnuplot failed on fanout-rss.png" >&2
+set terminal png size 900,540 noenhanced
+set output "$PLOT_DIR/fanout-rss.png"
+set datafile separator ","
+set title "fan-out: RSS of follow from the commit until every document is written ($(date -u +%F))"
+set xlabel "seconds after the commit"
+set ylabel "VmRSS (MiB)"
+set yrange [0:*]
+set grid
+set key top left
+plot for [n in "${SIZES[*]}"] "$rss_csv" using (\$1 == n + 0 ? \$3 : 1/0):4 every ::1 with lines lw 2 title n . " documents"
+GP
+  echo "plot: ${PLOT_DIR#"$BENCH_ROOT"/}/fanout-rss.png" >&2
+fi
 exit $failed

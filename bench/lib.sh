@@ -123,3 +123,76 @@ print("stage (us, %d groups): " % len(rows) + "  ".join(
 print("visibility retries: %d groups" % sum(1 for r in rows if r.get("visibility_retries", 0) > 0))
 '
 }
+
+# ---------------------------------------------------------------- plots
+# Each plot is a CSV (the raw series) and a PNG drawn from it by gnuplot
+# (Debian's gnuplot-nox), both in PLOT_DIR (default docs/img). Without
+# gnuplot the CSVs are still written and the plots are skipped with a message.
+PLOT_DIR=${PLOT_DIR:-$BENCH_ROOT/docs/img}
+
+plot_need() {
+  command -v gnuplot >/dev/null && return 0
+  if [ "$(id -u)" = 0 ]; then
+    apt-get install -y -qq gnuplot-nox >/dev/null 2>&1 ||
+      { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq gnuplot-nox >/dev/null 2>&1; } || true
+  fi
+  command -v gnuplot >/dev/null && return 0
+  echo "plot: no gnuplot (apt-get install gnuplot-nox): plots skipped, the CSVs are in $PLOT_DIR" >&2
+  return 1
+}
+
+# plot_csv NAME: the path of PLOT_DIR/NAME.csv (PLOT_DIR created).
+plot_csv() { mkdir -p "$PLOT_DIR" && echo "$PLOT_DIR/$1.csv"; }
+
+# plot_bars CSV PNG TITLE [YLABEL]: a clustered bar chart, each bar labelled
+# with its value. The CSV's first row names the series (its first column is the
+# groups' label), each further row is a group:
+#   documents,flusso-pg,one COPY,2 COPYs at once
+#   100000,36370,31054,49877
+plot_bars() {
+  local csv=$1 png=$2 title=$3 ylabel=${4:-} n fmt=${PLOT_FMT:-%.0f}
+  plot_need || return 0
+  n=$(head -1 "$csv" | awk -F, '{print NF - 1}')
+  gnuplot <<GP || { echo "plot: gnuplot failed on $png" >&2; return 0; }
+set terminal png size 900,540 noenhanced
+set output "$png"
+set datafile separator ","
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set key outside bottom center horizontal
+set yrange [0:*]
+set offsets 0, 0, graph 0.08, 0
+set grid ytics
+set title "$title"
+set ylabel "$ylabel"
+plot for [i=2:$((n + 1))] "$csv" using i:xtic(1) title columnhead(i), \
+     for [i=2:$((n + 1))] "$csv" using (\$0 + (i - 2 - ($n - 1) / 2.0) / ($n + 1.0)):i:(sprintf("$fmt", column(i))) every ::1 with labels offset 0,0.7 notitle
+GP
+  echo "plot: ${png#"$BENCH_ROOT"/}" >&2
+}
+
+# rss_sample PID T0_NS OUT: appends "seconds,MiB" lines to OUT, the VmRSS of
+# PID every ~100 ms, seconds counted from T0_NS (a now_ns), until OUT.stop
+# exists or PID is gone. Run it in the background; stop it with rss_stop.
+rss_sample() {
+  local pid=$1 t0us=$(($2 / 1000)) out=$3 k v _ us
+  while [ ! -e "$out.stop" ] && [ -r "/proc/$pid/status" ]; do
+    while read -r k v _; do
+      if [ "$k" = VmRSS: ]; then
+        us=$((${EPOCHREALTIME/./} - t0us))
+        printf '%d.%03d,%d.%d\n' $((us / 1000000)) $((us / 1000 % 1000)) $((v / 1024)) $((v % 1024 * 10 / 1024)) >>"$out"
+        break
+      fi
+    done <"/proc/$pid/status" 2>/dev/null || true
+    sleep 0.1
+  done
+}
+
+# rss_stop SAMPLER_PID OUT: stops an rss_sample and waits for it.
+rss_stop() {
+  touch "$2.stop"
+  wait "$1" 2>/dev/null || true
+  rm -f "$2.stop"
+}

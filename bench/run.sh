@@ -8,6 +8,10 @@
 #   RUNS=3                                      repeats (the median is reported)
 #   SWEEP=100000                                rows for the throughput plot (0 skips it)
 #   FANOUT="100000 1000000"                     posts on one renamed tag (0 skips it)
+#   WIDTH=<CPUs>                                the documents stream's capture.build_workers
+#                                               and its parallel COPY peer's connections
+#   PLOT_DIR=docs/img                           where each plot's CSV and PNG are written
+#                                               (gnuplot-nox; without it the plots are skipped)
 # The outputs (stdout, JetStream R1, R3) are compared by BenchmarkOutput.
 # Prints one line per comparison (flusso-pg, peer, ratio flusso-pg/peer);
 # exits non-zero when a run failed, never because a ratio is low.
@@ -28,7 +32,7 @@ if [ "$SWEEP" != 0 ]; then
   bash "$here/sweep.sh" "$SWEEP" | tee "$here/results/sweep.txt" || failed=1
 fi
 if [ "$FANOUT" != 0 ]; then
-  echo "== fan-out: one tag on every post renamed ($FANOUT posts), against one COPY"
+  echo "== fan-out: one tag on every post renamed ($FANOUT posts), against one COPY and as many COPYs at once as follow's build workers"
   # shellcheck disable=SC2086 # the sizes are words
   bash "$here/fanout.sh" $FANOUT | tee "$here/results/fanout.txt" || failed=1
 fi

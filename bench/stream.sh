@@ -6,9 +6,14 @@
 #              backlog (both with a 1 s status interval; flusso-pg's time includes
 #              its start-up: catalog, publication check, slot);
 #   documents: flusso-pg follow on the blog posts index turning N comment
-#              updates into documents vs COPY of the reference query over the
-#              affected posts;
-#   latency:   commit-to-line p50/p95/p99 at a steady rate, both tools;
+#              updates into documents vs one COPY of the reference query over
+#              the affected posts, and vs as many COPYs at once as follow
+#              builds chunks at once (capture.build_workers, default the
+#              CPUs; WIDTH= overrides it for both), each over every width-th
+#              affected post; plot: docs/img/stream-documents.csv/.png;
+#   latency:   commit-to-line p50/p95/p99 at a steady rate, both tools; the
+#              histogram of every measured commit's latency, both tools:
+#              docs/img/latency.csv/.png;
 #   idle:      flusso-pg's CPU while idle, and the slot's retained WAL 30 s
 #              after the last write.
 # Usage: bench/stream.sh [UPDATES=200000] [RUNS=3] [RATE=1000]
@@ -94,15 +99,29 @@ if part documents; then
 blog_load blog 20000 100000 1000
 sed -e "s#postgres://postgres@127.0.0.1:5432/blog?sslmode=disable#$(dsn blog)#" "$BENCH_ROOT/workloads/blog/flusso.yaml" >"$work/blog.yaml"
 printf 'state: {dir: %s}\ncapture: {status_interval: 1s}\n' "$work/state-blog" >>"$work/blog.yaml"
+# The same-width peer's width: follow's capture.build_workers (0, the
+# default, is the number of CPUs, at most 64).
+width=${WIDTH:-$(n=$(nproc); echo $((n < 64 ? n : 64)))}
+[ -z "${WIDTH:-}" ] || sed -i "s/^capture: {status_interval: 1s}\$/capture: {status_interval: 1s, build_workers: $WIDTH}/" "$work/blog.yaml"
 cat >"$work/comment.sql" <<'SQL'
 \set id random(1, 100000)
 UPDATE comments SET score = score + 1 WHERE id = :id;
 SQL
-docs_flusso=(); docs_peer=()
+docs_flusso=(); docs_peer=(); docs_par=()
+docs_csv=$(plot_csv stream-documents)
+echo "run,flusso-pg,one COPY,$width COPYs at once" >"$docs_csv"
 for run in $(seq "$RUNS"); do
   rm -rf "$work/state-blog"; psql -q -d blog -c "SELECT pg_drop_replication_slot('flusso_blog') FROM pg_replication_slots WHERE slot_name = 'flusso_blog'" >/dev/null
-  "$FLUSSO" follow --config "$work/blog.yaml" --log-level warn --output /dev/null >/dev/null & pid=$!
-  sleep 0.5; wait_slot blog flusso_blog "$(lsn_now blog)" 300 || { echo "documents: flusso-pg did not start"; failed=1; }
+  # The backfill, done (/readyz) before the backlog is written, so the timed
+  # run writes only the documents the updates touch.
+  addr=127.0.0.1:$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "$FLUSSO" follow --config "$work/blog.yaml" --log-level warn --listen "$addr" --output /dev/null >/dev/null & pid=$!
+  deadline=$(( $(date +%s) + 600 ))
+  until curl -fs "http://$addr/readyz" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$deadline" ] || { echo "documents: flusso-pg's backfill did not finish"; failed=1; break; }
+    sleep 0.1
+  done
+  wait_slot blog flusso_blog "$(lsn_now blog)" 300 || { echo "documents: flusso-pg did not start"; failed=1; }
   stop_proc $pid
   psql -q -d blog -c "CREATE TABLE IF NOT EXISTS touched (post_id bigint); TRUNCATE touched" >/dev/null
   pgbench -n -c 4 -j 2 -t $((N / 4)) -f "$work/comment.sql" blog >"$work/pgbench.log" 2>&1 || { cat "$work/pgbench.log"; exit 1; }
@@ -121,9 +140,26 @@ for run in $(seq "$RUNS"); do
   psql -q -d blog -c "COPY ($ref WHERE p.id IN (SELECT post_id FROM touched)) TO STDOUT" >"$work/docs-peer.out"
   t1=$(now_ns)
   docs_peer+=("$(awk -v n="$(wc -l <"$work/docs-peer.out")" -v d=$((t1 - t0)) 'BEGIN{print n / (d / 1e9)}')")
-  echo "  run $run: flusso-pg $lines documents at ${docs_flusso[-1]}/s (peak RSS $(peak_rss_kb "$work/docs-flusso.time") kB), COPY $(wc -l <"$work/docs-peer.out") documents at ${docs_peer[-1]}/s"
+  # The same-width peer: width COPYs at once, each over every width-th touched post.
+  pids=()
+  t0=$(now_ns)
+  for i in $(seq 0 $((width - 1))); do
+    psql -q -d blog -c "COPY ($ref WHERE p.id IN (SELECT post_id FROM touched WHERE post_id % $width = $i)) TO STDOUT" | wc -l >"$work/pcopy$i" &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  t1=$(now_ns)
+  pcopied=$(cat "$work"/pcopy* | awk '{n += $1} END {print n}')
+  rm -f "$work"/pcopy*
+  docs_par+=("$(awk -v n="$pcopied" -v d=$((t1 - t0)) 'BEGIN{print n / (d / 1e9)}')")
+  echo "  run $run: flusso-pg $lines documents at ${docs_flusso[-1]}/s (peak RSS $(peak_rss_kb "$work/docs-flusso.time") kB), COPY $(wc -l <"$work/docs-peer.out") documents at ${docs_peer[-1]}/s, $width COPYs at once $pcopied documents at ${docs_par[-1]}/s"
+  printf 'run %d,%.0f,%.0f,%.0f\n' "$run" "${docs_flusso[-1]}" "${docs_peer[-1]}" "${docs_par[-1]}" >>"$docs_csv"
 done
-report "stream documents ($N comment updates)" "$(printf '%s\n' "${docs_flusso[@]}" | median)" "$(printf '%s\n' "${docs_peer[@]}" | median)" "docs/s"
+med_f=$(printf '%s\n' "${docs_flusso[@]}" | median) med_p=$(printf '%s\n' "${docs_peer[@]}" | median) med_w=$(printf '%s\n' "${docs_par[@]}" | median)
+report "stream documents ($N comment updates)" "$med_f" "$med_p" "docs/s"
+report "stream documents vs $width COPYs at once" "$med_f" "$med_w" "docs/s"
+printf 'median,%.0f,%.0f,%.0f\n' "$med_f" "$med_p" "$med_w" >>"$docs_csv"
+plot_bars "$docs_csv" "$PLOT_DIR/stream-documents.png" "documents stream: $N comment updates -> posts documents/s ($(date -u +%F))" "documents per second"
 fi
 
 # ---------------------------------------------------------------- latency
@@ -142,7 +178,7 @@ fi
 if part latency; then
 (cd "$BENCH_ROOT" && go build -o "$work/latency" ./bench/latency)
 echo "latency at $RATE commits/s (synchronous_commit on):"
-"$work/latency" -dsn "$(dsn lat)" -rate "$RATE" -duration 20s -first 1 \
+"$work/latency" -dsn "$(dsn lat)" -rate "$RATE" -duration 20s -first 1 -samples "$work/lat-flusso.ms" \
   -cmd "$FLUSSO follow --config $work/lat.yaml --log-level warn" | sed 's/^/  flusso-pg: /' || failed=1
 if [ -n "${BEFORE:-}" ]; then
   # An older flusso-pg (a commit, or a built binary), same server, right after.
@@ -173,8 +209,33 @@ if [ -n "${TRACE:-}" ]; then
   fi
 fi
 psql -q -d lat -c "SELECT pg_create_logical_replication_slot('w2j_lat', 'wal2json')" >/dev/null
-"$work/latency" -dsn "$(dsn lat)" -rate "$RATE" -duration 20s -first 200001 \
+"$work/latency" -dsn "$(dsn lat)" -rate "$RATE" -duration 20s -first 200001 -samples "$work/lat-w2j.ms" \
   -cmd "pg_recvlogical -d '$(dsn lat)' --slot w2j_lat --start -o format-version=2 -s 1 -f -" | sed 's/^/  pg_recvlogical+wal2json: /' || failed=1
+# The histogram of both: 10 buckets a decade from 0.01 ms (a bucket is named
+# by its lower bound; 0 ms, a line before the client saw its COMMIT return,
+# counts in the first), the share of each tool's measured commits in each.
+if [ -s "$work/lat-flusso.ms" ] && [ -s "$work/lat-w2j.ms" ]; then
+  lat_csv=$(plot_csv latency)
+  awk 'FNR == 1 {f++} {b = ($1 > 0.01 ? int(10 * log($1 / 0.01) / log(10)) : 0); c[f, b]++; n[f]++; if (b > m) m = b}
+    END {print "bucket_ms,flusso-pg,pg_recvlogical+wal2json"
+         for (b = 0; b <= m; b++) printf "%.4g,%.3f,%.3f\n", 0.01 * 10 ^ (b / 10), 100 * c[1, b] / n[1], 100 * c[2, b] / n[2]}' \
+    "$work/lat-flusso.ms" "$work/lat-w2j.ms" >"$lat_csv"
+  if plot_need; then
+    gnuplot <<GP || echo "plot: gnuplot failed on latency.png" >&2
+set terminal png size 900,540 noenhanced
+set output "$PLOT_DIR/latency.png"
+set datafile separator ","
+set logscale x
+set xlabel "commit returned -> line read (ms, log scale, 10 buckets a decade; the first also holds lines read before the COMMIT returned)"
+set ylabel "% of the measured commits"
+set title "commit-to-line latency at $RATE commits/s, $(date -u +%F)"
+set grid
+set key top right
+plot "$lat_csv" using 1:2 with steps lw 2 title columnhead(2), "" using 1:3 with steps lw 2 title columnhead(3)
+GP
+    echo "plot: ${PLOT_DIR#"$BENCH_ROOT"/}/latency.png" >&2
+  fi
+fi
 
 fi
 

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Throughput of `flusso-pg follow` against transaction size and batch size:
 # drains TOTAL updated rows, written in transactions of T rows each, with
-# capture.batch_size B, on a root-only index; writes bench/results/sweep.csv
-# and plots it to docs/img/sweep.png (gnuplot, from Debian's packages).
+# capture.batch_size B, on a root-only index; writes sweep.csv and plots it
+# to sweep.png (gnuplot, from Debian's packages) in PLOT_DIR (default docs/img,
+# bench/lib.sh).
 # Usage: bench/sweep.sh [TOTAL=100000]
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 TOTAL=${1:-100000}
 bench_need
-command -v gnuplot >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq gnuplot-nox >/dev/null; }
 work=$(mktemp -d /tmp/flusso-bench-sweep.XXXXXX)
 chmod 755 "$work"
 trap 'bench_cleanup "$work"' EXIT
@@ -18,8 +18,7 @@ build_flusso "$FLUSSO"
 createdb sweep
 psql -q -d sweep -c "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, note text);
   INSERT INTO items SELECT g, 0, 'item ' || g FROM generate_series(0, 200000) g; ANALYZE items;"
-mkdir -p "$BENCH_ROOT/bench/results" "$BENCH_ROOT/docs/img"
-csv="$BENCH_ROOT/bench/results/sweep.csv"
+csv=$(plot_csv sweep)
 echo "txn_rows,batch_size,rows_per_s" >"$csv"
 failed=0
 for B in 50 200 1000; do
@@ -52,10 +51,10 @@ YAML
     echo "txn_rows=$T batch_size=$B rows/s=$rate"
   done
 done
-if command -v gnuplot >/dev/null; then
+if plot_need; then
   gnuplot <<GP
 set terminal png size 900,540 noenhanced
-set output "$BENCH_ROOT/docs/img/sweep.png"
+set output "$PLOT_DIR/sweep.png"
 set datafile separator ","
 set logscale x
 set xlabel "rows per transaction"
@@ -64,6 +63,6 @@ set title "flusso-pg follow, root-only index: throughput by transaction size and
 set key left top
 plot for [b in "50 200 1000"] "$csv" using (\$2 == b+0 ? \$1 : 1/0):3 with linespoints title "batch_size ".b
 GP
-  echo "plot: docs/img/sweep.png"
+  echo "plot: ${PLOT_DIR#"$BENCH_ROOT"/}/sweep.png" >&2
 fi
 exit $failed

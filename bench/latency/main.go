@@ -36,14 +36,15 @@ func main() {
 	command := flag.String("cmd", "", "consumer command; its stdout is read")
 	first := flag.Int64("first", 1, "first row id to update (row 0 is used to warm up)")
 	warmup := flag.Duration("warmup", 3*time.Second, "commits at the same rate before measuring (connections, caches)")
+	samples := flag.String("samples", "", "file to write each measured commit's latency to, in ms, one a line (for the histogram plot)")
 	flag.Parse()
-	if err := run(*dsn, *rate, *duration, *warmup, *command, *first); err != nil {
+	if err := run(*dsn, *rate, *duration, *warmup, *command, *first, *samples); err != nil {
 		fmt.Fprintln(os.Stderr, "latency:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dsn string, rate int, duration, warmup time.Duration, command string, first int64) error {
+func run(dsn string, rate int, duration, warmup time.Duration, command string, first int64, samples string) error {
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
@@ -208,6 +209,16 @@ func run(dsn string, rate int, duration, warmup time.Duration, command string, f
 		return fmt.Errorf("no line seen for any of %d commits", n)
 	}
 	sort.Float64s(lat)
+	if samples != "" {
+		var b bytes.Buffer
+		for _, d := range lat {
+			b.WriteString(strconv.FormatFloat(d, 'f', 4, 64))
+			b.WriteByte('\n')
+		}
+		if err := os.WriteFile(samples, b.Bytes(), 0o644); err != nil {
+			return err
+		}
+	}
 	q := func(p float64) float64 { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
 	fmt.Printf("commits %d (after %d warm-up) rate %.0f/s lines %d missing %d p50_ms %.2f p95_ms %.2f p99_ms %.2f max_ms %.2f\n",
 		n-skip, skip, achieved, len(lat), missing, q(0.50), q(0.95), q(0.99), lat[len(lat)-1])
