@@ -22,10 +22,52 @@
 # COPYs by size (median of the runs); fanout-first-line.csv/.png; and
 # fanout-rss.csv/.png, follow's VmRSS every ~100 ms from the commit until it
 # has written every document (run 1 of each size, the default build_workers).
+# PLOT_ONLY=1 draws the plots again from those CSVs, measuring nothing.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 SIZES=("${@:-100000}")
 RUNS=${RUNS:-1}
+# plots: the medians of the runs by size (this build, default build_workers
+# unless WORKERS names others: then each label is a group of its own), from
+# the CSVs; PLOT_ONLY=1 draws them again from PLOT_DIR's CSVs without measuring.
+plots() {
+  local runs_csv rss_csv bars first width group
+  runs_csv=$(plot_csv fanout-runs) rss_csv=$(plot_csv fanout-rss)
+  bars=$(plot_csv fanout) first=$(plot_csv fanout-first-line)
+  width=$(awk -F, 'NR == 2 {print $6}' "$runs_csv")
+  echo "documents,flusso-pg,one COPY,$width COPYs at once" >"$bars"
+  echo "documents,first line (s)" >"$first"
+  # group: the size, and the label when it is not the default (WORKERS); BEFORE's rows are left out.
+  groups() { awk -F, -v before="flusso-pg ${BEFORE:-}" 'NR > 1 && (before == "flusso-pg " || $3 != before) {
+    g = ($3 == "flusso-pg" ? $1 : $1 " " substr($3, 11)); print g "," $0 }' "$runs_csv"; }
+  groups | cut -d, -f1 | awk '!seen[$0]++' |
+    while read -r group; do
+      pick() { groups | awk -F, -v g="$group" -v c="$(($1 + 1))" '$1 == g {print $c}' | median; }
+      echo "$group,$(pick 4),$(pick 5),$(pick 7)" >>"$bars"
+      echo "$group,$(pick 8)" >>"$first"
+    done
+  plot_bars "$bars" "$PLOT_DIR/fanout.png" "fan-out: one renamed tag on every post, documents/s (median of $(awk -F, 'NR > 1 {print $2}' "$runs_csv" | sort -u | wc -l) run(s), $(awk -F, 'NR == 2 {print $NF}' "$runs_csv"))" "documents per second"
+  PLOT_FMT=%.2f plot_bars "$first" "$PLOT_DIR/fanout-first-line.png" "fan-out: first line after the commit (median of $(awk -F, 'NR > 1 {print $2}' "$runs_csv" | sort -u | wc -l) run(s))" "seconds"
+  if plot_need; then
+    gnuplot <<GP || echo "plot: gnuplot failed on fanout-rss.png" >&2
+set terminal png size 900,540 noenhanced
+set output "$PLOT_DIR/fanout-rss.png"
+set datafile separator ","
+set title "fan-out: RSS of follow from the commit until every document is written ($(awk -F, 'NR == 2 {print $NF}' "$runs_csv"))"
+set xlabel "seconds after the commit (log scale)"
+set ylabel "VmRSS (MiB)"
+set yrange [0:72]
+set grid
+set key bottom right
+set logscale x
+set xrange [0.05:*]
+plot for [n in "$(awk -F, 'NR > 1 {print $1}' "$rss_csv" | uniq | tr '\n' ' ')"] "$rss_csv" using (\$1 == n + 0 ? \$3 : 1/0):4 every ::1 with lines lw 2 title n . " documents", \
+     64 with lines dt 2 lc rgb "gray40" title "64 MiB (the goal at 1M)"
+GP
+    echo "plot: ${PLOT_DIR#"$BENCH_ROOT"/}/fanout-rss.png" >&2
+  fi
+}
+if [ -n "${PLOT_ONLY:-}" ]; then plots; exit 0; fi
 bench_need
 work=$(mktemp -d /tmp/flusso-bench-fanout.XXXXXX)
 chmod 755 "$work"
@@ -168,37 +210,5 @@ for posts in "${SIZES[@]}"; do
   done
   dropdb "$db"
 done
-
-# The plots: medians of the runs by size (this build, default build_workers
-# unless WORKERS names others: then each label is a group of its own).
-bars=$(plot_csv fanout) first=$(plot_csv fanout-first-line)
-width=$(awk -F, 'NR == 2 {print $6}' "$runs_csv")
-echo "documents,flusso-pg,one COPY,$width COPYs at once" >"$bars"
-echo "documents,first line (s)" >"$first"
-# group: the size, and the label when it is not the default (WORKERS); BEFORE's rows are left out.
-groups() { awk -F, -v before="flusso-pg ${BEFORE:-}" 'NR > 1 && (before == "flusso-pg " || $3 != before) {
-  g = ($3 == "flusso-pg" ? $1 : $1 " " substr($3, 11)); print g "," $0 }' "$runs_csv"; }
-groups | cut -d, -f1 | awk '!seen[$0]++' |
-  while read -r group; do
-    pick() { groups | awk -F, -v g="$group" -v c="$(($1 + 1))" '$1 == g {print $c}' | median; }
-    echo "$group,$(pick 4),$(pick 5),$(pick 7)" >>"$bars"
-    echo "$group,$(pick 8)" >>"$first"
-  done
-plot_bars "$bars" "$PLOT_DIR/fanout.png" "fan-out: one renamed tag on every post, documents/s (median of $RUNS run(s), $(date -u +%F))" "documents per second"
-PLOT_FMT=%.2f plot_bars "$first" "$PLOT_DIR/fanout-first-line.png" "fan-out: first line after the commit (median of $RUNS run(s))" "seconds"
-if plot_need; then
-  gnuplot <<GP || echo "plot: gnuplot failed on fanout-rss.png" >&2
-set terminal png size 900,540 noenhanced
-set output "$PLOT_DIR/fanout-rss.png"
-set datafile separator ","
-set title "fan-out: RSS of follow from the commit until every document is written ($(date -u +%F))"
-set xlabel "seconds after the commit"
-set ylabel "VmRSS (MiB)"
-set yrange [0:*]
-set grid
-set key top left
-plot for [n in "${SIZES[*]}"] "$rss_csv" using (\$1 == n + 0 ? \$3 : 1/0):4 every ::1 with lines lw 2 title n . " documents"
-GP
-  echo "plot: ${PLOT_DIR#"$BENCH_ROOT"/}/fanout-rss.png" >&2
-fi
+plots
 exit $failed
