@@ -173,6 +173,25 @@ GP
   echo "plot: ${png#"$BENCH_ROOT"/}" >&2
 }
 
+# plot_latency CSV PNG TITLE: the histogram stream.sh writes (bucket_ms, then
+# one column per tool, % of its measured commits), steps on a log x axis.
+plot_latency() {
+  plot_need || return 0
+  gnuplot <<GP || { echo "plot: gnuplot failed on $2" >&2; return 0; }
+set terminal png size 900,540 noenhanced
+set output "$2"
+set datafile separator ","
+set logscale x
+set xlabel "commit returned -> line read, ms (log scale); the first bucket also holds lines read before COMMIT returned"
+set ylabel "% of the measured commits (10 buckets a decade)"
+set title "$3"
+set grid
+set key top right
+plot "$1" using 1:2 with steps lw 2 title columnhead(2), "" using 1:3 with steps lw 2 title columnhead(3)
+GP
+  echo "plot: ${2#"$BENCH_ROOT"/}" >&2
+}
+
 # rss_sample PID T0_NS OUT: appends "seconds,MiB" lines to OUT, the VmRSS of
 # PID every ~100 ms, seconds counted from T0_NS (a now_ns), until OUT.stop
 # exists or PID is gone. Run it in the background; stop it with rss_stop.

@@ -220,21 +220,8 @@ if [ -s "$work/lat-flusso.ms" ] && [ -s "$work/lat-w2j.ms" ]; then
     END {print "bucket_ms,flusso-pg,pg_recvlogical+wal2json"
          for (b = 0; b <= m; b++) printf "%.4g,%.3f,%.3f\n", 0.01 * 10 ^ (b / 10), 100 * c[1, b] / n[1], 100 * c[2, b] / n[2]}' \
     "$work/lat-flusso.ms" "$work/lat-w2j.ms" >"$lat_csv"
-  if plot_need; then
-    gnuplot <<GP || echo "plot: gnuplot failed on latency.png" >&2
-set terminal png size 900,540 noenhanced
-set output "$PLOT_DIR/latency.png"
-set datafile separator ","
-set logscale x
-set xlabel "commit returned -> line read (ms, log scale, 10 buckets a decade; the first also holds lines read before the COMMIT returned)"
-set ylabel "% of the measured commits"
-set title "commit-to-line latency at $RATE commits/s, $(date -u +%F)"
-set grid
-set key top right
-plot "$lat_csv" using 1:2 with steps lw 2 title columnhead(2), "" using 1:3 with steps lw 2 title columnhead(3)
-GP
-    echo "plot: ${PLOT_DIR#"$BENCH_ROOT"/}/latency.png" >&2
-  fi
+  pct() { awk -v p="$2" '{a[NR] = $1} END {i = int(p * NR) + 1; if (i > NR) i = NR; printf "%.2f", a[i]}' "$1"; } # the samples are sorted
+  plot_latency "$lat_csv" "$PLOT_DIR/latency.png" "commit-to-line at $RATE commits/s, $(date -u +%F): flusso-pg p50 $(pct "$work/lat-flusso.ms" 0.5) p99 $(pct "$work/lat-flusso.ms" 0.99) ms, wal2json p50 $(pct "$work/lat-w2j.ms" 0.5) p99 $(pct "$work/lat-w2j.ms" 0.99) ms"
 fi
 
 fi
