@@ -23,6 +23,8 @@ echo "txn_rows,batch_size,rows_per_s" >"$csv"
 failed=0
 for B in 50 200 1000; do
   for T in 1 10 100 1000 10000; do
+    # two pgbench clients: TOTAL below 2 x T leaves no transaction to write
+    [ $((TOTAL / T / 2)) -ge 1 ] || { echo "sweep T=$T B=$B: skipped, TOTAL $TOTAL < 2 x $T" >&2; continue; }
     rm -rf "$work/state"
     psql -q -d sweep -c "SELECT pg_drop_replication_slot('flusso_sweep') FROM pg_replication_slots WHERE slot_name = 'flusso_sweep'" >/dev/null
     cat >"$work/sweep.yaml" <<YAML
