@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
@@ -33,6 +34,9 @@ func (f *Follower) stream(ctx context.Context, stop <-chan struct{}) error {
 	g.Go(func() error {
 		defer cancel() // the loop ended: stop the other goroutines
 		err := f.loop(gctx, stop, txns)
+		if err == nil && f.lw != nil {
+			err = f.lw.Sync() // every group written is handed on
+		}
 		f.stopKeyMapSyncer() // what it holds is confirmed before the wait for acks
 		if err == nil && f.confirmer.acks && f.confirmer.waiting() > 0 {
 			f.waitAcks(gctx)
@@ -158,8 +162,13 @@ func (f *Follower) finish(ctx context.Context, g *group, tr *trace) error {
 		return err
 	}
 	tr.built = time.Now()
-	need, err := f.em.flush()
-	if err != nil {
+	if err := f.prepareConfirm(); err != nil {
+		return err
+	}
+	// The lines are written while the next group is built (writer.go); the
+	// key map is durable up to the group's end before it is confirmed.
+	end := g.last.EndLSN
+	if err := f.em.flushThen(func(need pglogrepl.LSN) { f.confirmWhenSynced(need, end) }); err != nil {
 		return err
 	}
 	tr.flushed = time.Now()
@@ -169,10 +178,6 @@ func (f *Follower) finish(ctx context.Context, g *group, tr *trace) error {
 	f.metrics.BuildSeconds.Observe(time.Since(started).Seconds())
 	if !g.last.CommitTime.IsZero() {
 		f.metrics.LagSeconds.Set(time.Since(g.last.CommitTime).Seconds())
-	}
-	// The key map is durable up to the group's end before it is confirmed.
-	if err := f.confirmWhenSynced(need, g.last.EndLSN); err != nil {
-		return err
 	}
 	if ce := f.log.Check(zap.DebugLevel, "group written"); ce != nil {
 		now := time.Now()
