@@ -58,6 +58,25 @@ func (f *Follower) stream(ctx context.Context, stop <-chan struct{}) error {
 	return nil
 }
 
+// backlogWait is how long the loop waits for capture's next batch while
+// the server sends a backlog, to make the group larger; backlogLag is how
+// long after its commit a transaction was sent for the server to be
+// sending a backlog (both times the server's clock: no skew).
+const (
+	backlogWait = 20 * time.Millisecond
+	backlogLag  = 100 * time.Millisecond
+)
+
+// sentLate reports whether the last transaction of the batch was sent
+// backlogLag or more after its commit.
+func sentLate(batch []*wal.Txn) bool {
+	if len(batch) == 0 {
+		return false
+	}
+	t := batch[len(batch)-1]
+	return !t.CommitTime.IsZero() && !t.Sent.IsZero() && t.Sent.Sub(t.CommitTime) >= backlogLag
+}
+
 // loop takes committed transactions in commit order, coalescing those that
 // are already waiting (flusso-pg is behind), and writes their documents.
 func (f *Follower) loop(ctx context.Context, stop <-chan struct{}, txns <-chan []*wal.Txn) error {
@@ -90,16 +109,32 @@ func (f *Follower) loop(ctx context.Context, stop <-chan struct{}, txns <-chan [
 		for _, t := range held {
 			rows += t.Rows
 		}
+		behind := sentLate(held)
 	gather:
 		for rows < spill {
+			var more []*wal.Txn
 			select {
-			case more := <-txns:
-				held = append(held, more...)
-				for _, t := range more {
-					rows += t.Rows
-				}
+			case more = <-txns:
 			default:
-				break gather
+				if !behind {
+					break gather
+				}
+				// The walsender is sending a backlog: the rest of it
+				// comes within moments. Waiting for it makes groups of
+				// up to spill rows, so that a key changed many times in
+				// the backlog is built once, not once per batch read.
+				select {
+				case more = <-txns:
+				case <-time.After(backlogWait):
+					break gather
+				case <-stop:
+					break gather
+				}
+			}
+			held = append(held, more...)
+			behind = sentLate(more)
+			for _, t := range more {
+				rows += t.Rows
 			}
 		}
 		err := f.process(ctx, held, spill, started)
