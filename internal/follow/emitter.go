@@ -133,6 +133,38 @@ func (e *emitter) end() error {
 // "lsn" written in the group (0: no line), what the reader must acknowledge
 // before the group may be confirmed.
 func (e *emitter) flush() (pglogrepl.LSN, error) {
+	need, err := e.endGroup()
+	if err != nil {
+		return 0, err
+	}
+	if err := e.out.Sync(); err != nil {
+		return 0, fault.MarkPermanent(err)
+	}
+	return need, nil
+}
+
+// flushThen ends the group as flush does, but does not wait for the
+// output: then(need) runs once every line of the group is written and
+// synced (on the lineWriter's goroutine, in the order of the groups), or
+// at once on an output that writes as it is called.
+func (e *emitter) flushThen(then func(need pglogrepl.LSN)) error {
+	need, err := e.endGroup()
+	if err != nil {
+		return err
+	}
+	if w, ok := e.out.(interface{ SyncThen(func()) error }); ok {
+		return fault.MarkPermanent(w.SyncThen(func() { then(need) }))
+	}
+	if err := e.out.Sync(); err != nil {
+		return fault.MarkPermanent(err)
+	}
+	then(need)
+	return nil
+}
+
+// endGroup writes the held line (marked as the group's last when acks are
+// on) and returns the newest "lsn" written in the group.
+func (e *emitter) endGroup() (pglogrepl.LSN, error) {
 	if len(e.held) > 0 {
 		l := e.held
 		if e.acks {
@@ -142,9 +174,6 @@ func (e *emitter) flush() (pglogrepl.LSN, error) {
 		if err := e.write(l); err != nil {
 			return 0, err
 		}
-	}
-	if err := e.out.Sync(); err != nil {
-		return 0, fault.MarkPermanent(err)
 	}
 	need := e.maxLine
 	e.maxLine = 0

@@ -55,6 +55,7 @@ type Follower struct {
 	store     *state.Store
 	confirmer *confirmer
 	em        *emitter
+	lw        *lineWriter // writes the groups' lines (writer.go); nil with JetStream
 	batch     int
 	workers   int     // chunks of a group built at once (parallel.go)
 	km        *keyMap // nil when no table needs the key map (keymap.go)

@@ -23,11 +23,11 @@ type keyMapSyncer struct {
 	done    chan struct{}
 }
 
-// confirmWhenSynced hands a flushed group to the confirmer once the key
-// map is durable past it (at once without a key map).
-func (f *Follower) confirmWhenSynced(need, end pglogrepl.LSN) error {
+// prepareConfirm writes the group's key-map changes to the store (not
+// synced), on the loop's goroutine, before the group is handed over; it
+// returns the syncer's error, if an earlier sync failed.
+func (f *Follower) prepareConfirm() error {
 	if f.km == nil || f.km.m == nil {
-		f.confirmer.flushed(need, end)
 		return nil
 	}
 	// The group's transactions go to the store in one write (not synced).
@@ -43,12 +43,22 @@ func (f *Follower) confirmWhenSynced(need, end pglogrepl.LSN) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.err != nil {
-		return s.err
+	return s.err
+}
+
+// confirmWhenSynced hands a flushed group to the confirmer once the key
+// map is durable past it (at once without a key map). It runs after
+// prepareConfirm, on the goroutine that wrote the group's lines.
+func (f *Follower) confirmWhenSynced(need, end pglogrepl.LSN) {
+	s := f.kmSync
+	if s == nil {
+		f.confirmer.flushed(need, end)
+		return
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.queue = append(s.queue, pending{need: need, end: end})
 	s.cond.Signal()
-	return nil
 }
 
 func (f *Follower) runKeyMapSyncer(s *keyMapSyncer) {

@@ -105,6 +105,9 @@ func (f *Follower) close(err *error) {
 	if f.capture != nil {
 		f.capture.Close()
 	}
+	if f.lw != nil {
+		f.lw.close()
+	}
 	if f.out != nil {
 		if cerr := f.out.Close(); *err == nil && cerr != nil && !errors.Is(cerr, output.ErrReaderGone) {
 			*err = cerr

@@ -83,11 +83,17 @@ func (f *Follower) openSink(ctx context.Context) (outputSink, error) {
 	return p, nil
 }
 
-// startSink starts the publisher's acknowledgement loop, when there is one.
+// startSink starts the publisher's acknowledgement loop, when there is
+// one; otherwise the lineWriter, which writes the groups' lines while the
+// next group is built (writer.go). Its output errors stop the pipeline.
 func (f *Follower) startSink(g *errgroup.Group, ctx context.Context) {
 	if f.pub != nil {
 		g.Go(func() error { return f.pub.Run(ctx) })
+		return
 	}
+	f.lw = newLineWriter(ctx, f.out)
+	f.em.out = f.lw
+	g.Go(func() error { return f.lw.failure(ctx) })
 }
 
 // backfillOut is what the backfill writes to. The backfill checkpoints

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
@@ -33,6 +34,9 @@ func (f *Follower) stream(ctx context.Context, stop <-chan struct{}) error {
 	g.Go(func() error {
 		defer cancel() // the loop ended: stop the other goroutines
 		err := f.loop(gctx, stop, txns)
+		if err == nil && f.lw != nil {
+			err = f.lw.Sync() // every group written is handed on
+		}
 		f.stopKeyMapSyncer() // what it holds is confirmed before the wait for acks
 		if err == nil && f.confirmer.acks && f.confirmer.waiting() > 0 {
 			f.waitAcks(gctx)
@@ -52,6 +56,25 @@ func (f *Follower) stream(ctx context.Context, stop <-chan struct{}) error {
 		return err
 	}
 	return nil
+}
+
+// backlogWait is how long the loop waits for capture's next batch while
+// the server sends a backlog, to make the group larger; backlogLag is how
+// long after its commit a transaction was sent for the server to be
+// sending a backlog (both times the server's clock: no skew).
+const (
+	backlogWait = 20 * time.Millisecond
+	backlogLag  = 100 * time.Millisecond
+)
+
+// sentLate reports whether the last transaction of the batch was sent
+// backlogLag or more after its commit.
+func sentLate(batch []*wal.Txn) bool {
+	if len(batch) == 0 {
+		return false
+	}
+	t := batch[len(batch)-1]
+	return !t.CommitTime.IsZero() && !t.Sent.IsZero() && t.Sent.Sub(t.CommitTime) >= backlogLag
 }
 
 // loop takes committed transactions in commit order, coalescing those that
@@ -86,16 +109,32 @@ func (f *Follower) loop(ctx context.Context, stop <-chan struct{}, txns <-chan [
 		for _, t := range held {
 			rows += t.Rows
 		}
+		behind := sentLate(held)
 	gather:
 		for rows < spill {
+			var more []*wal.Txn
 			select {
-			case more := <-txns:
-				held = append(held, more...)
-				for _, t := range more {
-					rows += t.Rows
-				}
+			case more = <-txns:
 			default:
-				break gather
+				if !behind {
+					break gather
+				}
+				// The walsender is sending a backlog: the rest of it
+				// comes within moments. Waiting for it makes groups of
+				// up to spill rows, so that a key changed many times in
+				// the backlog is built once, not once per batch read.
+				select {
+				case more = <-txns:
+				case <-time.After(backlogWait):
+					break gather
+				case <-stop:
+					break gather
+				}
+			}
+			held = append(held, more...)
+			behind = sentLate(more)
+			for _, t := range more {
+				rows += t.Rows
 			}
 		}
 		err := f.process(ctx, held, spill, started)
@@ -158,8 +197,13 @@ func (f *Follower) finish(ctx context.Context, g *group, tr *trace) error {
 		return err
 	}
 	tr.built = time.Now()
-	need, err := f.em.flush()
-	if err != nil {
+	if err := f.prepareConfirm(); err != nil {
+		return err
+	}
+	// The lines are written while the next group is built (writer.go); the
+	// key map is durable up to the group's end before it is confirmed.
+	end := g.last.EndLSN
+	if err := f.em.flushThen(func(need pglogrepl.LSN) { f.confirmWhenSynced(need, end) }); err != nil {
 		return err
 	}
 	tr.flushed = time.Now()
@@ -169,10 +213,6 @@ func (f *Follower) finish(ctx context.Context, g *group, tr *trace) error {
 	f.metrics.BuildSeconds.Observe(time.Since(started).Seconds())
 	if !g.last.CommitTime.IsZero() {
 		f.metrics.LagSeconds.Set(time.Since(g.last.CommitTime).Seconds())
-	}
-	// The key map is durable up to the group's end before it is confirmed.
-	if err := f.confirmWhenSynced(need, g.last.EndLSN); err != nil {
-		return err
 	}
 	if ce := f.log.Check(zap.DebugLevel, "group written"); ce != nil {
 		now := time.Now()

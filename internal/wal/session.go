@@ -42,6 +42,7 @@ type session struct {
 	held       atomic.Bool // len(pending) > 0, for pacedConn's goroutine
 	canHold    bool        // the connection can say it is drained without waiting
 	readAt     time.Time   // when the last ReceiveMessage returned (Txn.Received)
+	sentAt     time.Time   // the server time of the last XLogData (Txn.Sent)
 }
 
 // hooks are the session's ways back to its Capture and to Run.
@@ -170,6 +171,7 @@ func (s *session) copyData(ctx context.Context, data []byte) error {
 		if err != nil {
 			return decodeErr("xlogdata: %v", err)
 		}
+		s.sentAt = x.ServerTime
 		if err := s.handle(ctx, x.WALData); err != nil {
 			if ctx.Err() != nil {
 				s.finish()
@@ -231,6 +233,7 @@ func (s *session) handle(ctx context.Context, data []byte) error {
 	// read of the socket rather than per transaction.
 	s.wm.hand(txn.EndLSN)
 	txn.Received = s.readAt
+	txn.Sent = s.sentAt
 	s.pending = append(s.pending, txn)
 	s.pendingMem += txn.buf.mem
 	s.held.Store(true)

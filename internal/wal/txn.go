@@ -28,6 +28,9 @@ type Txn struct {
 	// transaction was handed out: the first stages of a commit's latency
 	// (the "group written" debug log of follow).
 	Received, Handed time.Time
+	// Sent is when the server sent the commit (its clock, as CommitTime):
+	// long after CommitTime, the walsender is sending a backlog.
+	Sent time.Time
 
 	buf rowBuffer
 }
