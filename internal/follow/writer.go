@@ -124,12 +124,15 @@ func (w *lineWriter) fail(err error) {
 	w.cond.Broadcast()
 }
 
-// close writes what is queued and ends the goroutine. After an error (or
-// the stop's end) it does not wait: a write may be stuck on a reader that
-// stopped reading.
+// close ends the goroutine. What is queued and not being written is
+// dropped: after a clean stream's end Sync left nothing queued, and after
+// an error nothing queued may be confirmed anyway. It waits for a write in
+// progress, but not after an error or the stop's end (a write may be stuck
+// on a reader that stopped reading).
 func (w *lineWriter) close() {
 	w.mu.Lock()
 	w.closed = true
+	w.jobs, w.queued = nil, 0
 	w.cond.Broadcast()
 	failed := w.err != nil
 	w.mu.Unlock()
@@ -139,16 +142,20 @@ func (w *lineWriter) close() {
 }
 
 // failure is the output's first error, once there is one: the pipeline
-// stops on it even while no group is being written.
+// stops on it even while no group is being written. It returns nil when
+// ctx ends or the writer is closed without an error.
 func (w *lineWriter) failure(ctx context.Context) error {
+	select {
+	case <-w.failed:
+	case <-w.done:
+	case <-ctx.Done():
+	}
 	select {
 	case <-w.failed:
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		return w.err
-	case <-ctx.Done():
-		return nil
-	case <-w.done:
+	default:
 		return nil
 	}
 }
@@ -173,7 +180,7 @@ func (w *lineWriter) run() {
 			j.then()
 		}
 		w.mu.Lock()
-		w.queued -= len(j.lines)
+		w.queued = max(0, w.queued-len(j.lines)) // close may have emptied the queue
 		if j.lines != nil && len(w.free) < 4 {
 			w.free = append(w.free, j.lines)
 		}
