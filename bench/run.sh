@@ -8,6 +8,7 @@
 #   RUNS=3                                      repeats (the median is reported)
 #   SWEEP=100000                                rows for the throughput plot (0 skips it)
 #   FANOUT="100000 1000000"                     posts on one renamed tag (0 skips it)
+#   DRAIN=40000 DRAIN_REV=9ebb57f               a backlog drained, against that build
 #   WIDTH=<CPUs>                                the documents stream's capture.build_workers
 #                                               and its parallel COPY peer's connections
 #   PLOT_DIR=docs/img                           where each plot's CSV and PNG are written
@@ -38,6 +39,8 @@ if [ "$FANOUT" != 0 ]; then
 fi
 echo "== compact lines: bytes per line and CPU against the build before them (${COMPACT_REV:-3bee2a5})"
 bash "$here/compact.sh" "${COMPACT_REV:-3bee2a5}" 30000 150000 "$RUNS" | tee "$here/results/compact.txt" || failed=1
+echo "== a backlog drained: this build against ${DRAIN_REV:-9ebb57f} (before the write stage and the backlog groups)"
+bash "$here/drain.sh" "${DRAIN_REV:-9ebb57f}" "${DRAIN:-40000}" "$RUNS" | tee "$here/results/drain.txt" || failed=1
 echo "== outputs side by side: stdout, JetStream R1 and R3 (docs/s, batch-to-confirmable p50/p99)"
 (cd "$here/.." && go test -run '^$' -bench BenchmarkOutput -benchtime 300x -count "$RUNS" ./internal/jetstream/ 2>&1) \
   | tee "$here/results/jetstream.txt" | grep -E '^(Benchmark|ok|FAIL|---)' || failed=1
