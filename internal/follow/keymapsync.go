@@ -24,15 +24,16 @@ type keyMapSyncer struct {
 }
 
 // prepareConfirm writes the group's key-map changes to the store (not
-// synced), on the loop's goroutine, before the group is handed over; it
-// returns the syncer's error, if an earlier sync failed.
-func (f *Follower) prepareConfirm() error {
+// synced), on the loop's goroutine, before the group is handed over. It
+// returns the syncer the group's confirmation goes through (nil without a
+// key map), or the syncer's error, if an earlier sync failed.
+func (f *Follower) prepareConfirm() (*keyMapSyncer, error) {
 	if f.km == nil || f.km.m == nil {
-		return nil
+		return nil, nil
 	}
 	// The group's transactions go to the store in one write (not synced).
 	if err := f.km.m.FlushGroup(); err != nil {
-		return err
+		return nil, err
 	}
 	s := f.kmSync
 	if s == nil {
@@ -43,14 +44,15 @@ func (f *Follower) prepareConfirm() error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.err
+	return s, s.err
 }
 
 // confirmWhenSynced hands a flushed group to the confirmer once the key
-// map is durable past it (at once without a key map). It runs after
-// prepareConfirm, on the goroutine that wrote the group's lines.
-func (f *Follower) confirmWhenSynced(need, end pglogrepl.LSN) {
-	s := f.kmSync
+// map is durable past it: through s, the syncer prepareConfirm gave (at
+// once when nil). It runs on the goroutine that wrote the group's lines;
+// a group handed to a syncer already stopped (the pipeline ended on an
+// error) is not confirmed.
+func (f *Follower) confirmWhenSynced(s *keyMapSyncer, need, end pglogrepl.LSN) {
 	if s == nil {
 		f.confirmer.flushed(need, end)
 		return

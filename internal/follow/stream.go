@@ -197,13 +197,14 @@ func (f *Follower) finish(ctx context.Context, g *group, tr *trace) error {
 		return err
 	}
 	tr.built = time.Now()
-	if err := f.prepareConfirm(); err != nil {
+	s, err := f.prepareConfirm()
+	if err != nil {
 		return err
 	}
 	// The lines are written while the next group is built (writer.go); the
 	// key map is durable up to the group's end before it is confirmed.
 	end := g.last.EndLSN
-	if err := f.em.flushThen(func(need pglogrepl.LSN) { f.confirmWhenSynced(need, end) }); err != nil {
+	if err := f.em.flushThen(func(need pglogrepl.LSN) { f.confirmWhenSynced(s, need, end) }); err != nil {
 		return err
 	}
 	tr.flushed = time.Now()
