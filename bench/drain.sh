@@ -25,14 +25,6 @@ mkdir "$work/src"
 git -C "$BENCH_ROOT" archive "$REV" | tar -x -C "$work/src"
 (cd "$work/src" && go build -o "$work/before" ./cmd/flusso-pg)
 
-lsn_now() { psql -Atq -d "$1" -c "SELECT pg_current_wal_lsn()"; }
-wait_slot() { # DB SLOT LSN TIMEOUT_S
-  local end=$(($(date +%s) + $4))
-  until [ "$(psql -Atq -d "$1" -c "SELECT confirmed_flush_lsn >= '$3'::pg_lsn FROM pg_replication_slots WHERE slot_name = '$2'")" = t ]; do
-    [ "$(date +%s)" -lt "$end" ] || return 1
-    sleep 0.02
-  done
-}
 blog_load blog 20000 100000 1000
 sed -e "s#postgres://postgres@127.0.0.1:5432/blog?sslmode=disable#$(dsn blog)#" "$BENCH_ROOT/workloads/blog/flusso.yaml" >"$work/blog.yaml"
 printf 'state: {dir: %s}\ncapture: {status_interval: 100ms}\n' "$work/state" >>"$work/blog.yaml"

@@ -84,14 +84,6 @@ if [ -n "${BEFORE:-}" ]; then
 fi
 failed=0
 
-lsn_now() { psql -Atq -d "$1" -c "SELECT pg_current_wal_lsn()"; }
-wait_slot() { # DB SLOT LSN TIMEOUT_S
-  local end=$(($(date +%s) + $4))
-  until [ "$(psql -Atq -d "$1" -c "SELECT confirmed_flush_lsn >= '$3'::pg_lsn FROM pg_replication_slots WHERE slot_name = '$2'")" = t ]; do
-    [ "$(date +%s)" -lt "$end" ] || return 1
-    sleep 0.05
-  done
-}
 hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 ready() { # ADDR TIMEOUT_S

@@ -26,15 +26,7 @@ FLUSSO="$work/flusso-pg"
 build_flusso "$FLUSSO"
 failed=0
 
-lsn_now() { psql -Atq -d "$1" -c "SELECT pg_current_wal_lsn()"; }
 wal_since() { psql -Atq -d "$1" -c "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$2')"; }
-wait_slot() { # DB SLOT LSN TIMEOUT_S
-  local end=$(( $(date +%s) + $4 ))
-  until [ "$(psql -Atq -d "$1" -c "SELECT confirmed_flush_lsn >= '$3'::pg_lsn FROM pg_replication_slots WHERE slot_name = '$2'")" = t ]; do
-    [ "$(date +%s)" -lt "$end" ] || return 1
-    sleep 0.05
-  done
-}
 
 for mode in full default; do
   blog_load "blog_$mode" "$POSTS" "$COMMENTS" 1000

@@ -71,6 +71,24 @@ blog_load() {
 
 dsn() { echo "postgres://postgres@127.0.0.1:$PGPORT/$1?sslmode=disable"; }
 
+# lsn_now DB: the server's current WAL position.
+lsn_now() { psql -Atq -d "$1" -c "SELECT pg_current_wal_lsn()"; }
+
+# slot_reached DB SLOT LSN: t once the slot's confirmed position is at LSN or past it.
+slot_reached() {
+  psql -Atq -d "$1" -c "SELECT confirmed_flush_lsn >= '$3'::pg_lsn FROM pg_replication_slots WHERE slot_name = '$2'"
+}
+
+# wait_slot DB SLOT LSN TIMEOUT_S: waits until the slot is confirmed at LSN
+# (fails after the timeout).
+wait_slot() {
+  local end=$(($(date +%s) + $4))
+  until [ "$(slot_reached "$1" "$2" "$3")" = t ]; do
+    [ "$(date +%s)" -lt "$end" ] || return 1
+    sleep 0.02
+  done
+}
+
 build_flusso() {
   (cd "$BENCH_ROOT" && go build -o "$1" ./cmd/flusso-pg)
 }

@@ -36,17 +36,6 @@ FLUSSO="$work/flusso-pg"
 build_flusso "$FLUSSO"
 failed=0
 
-lsn_now() { psql -Atq -d "$1" -c "SELECT pg_current_wal_lsn()"; }
-slot_reached() { # DB SLOT LSN
-  psql -Atq -d "$1" -c "SELECT confirmed_flush_lsn >= '$3'::pg_lsn FROM pg_replication_slots WHERE slot_name = '$2'"
-}
-wait_slot() { # DB SLOT LSN TIMEOUT_S
-  local end=$(( $(date +%s) + $4 ))
-  until [ "$(slot_reached "$1" "$2" "$3")" = t ]; do
-    [ "$(date +%s)" -lt "$end" ] || return 1
-    sleep 0.05
-  done
-}
 
 part() { [ -z "${ONLY:-}" ] || [ "$ONLY" = "$1" ]; }
 

@@ -11,6 +11,10 @@ import (
 // past it the pipeline waits for the output, as it would for a slow reader.
 const writeAhead = 8 << 20
 
+// keepBuffer is the largest buffer kept for reuse: a fan-out's chunk of
+// large documents is not held on to once written.
+const keepBuffer = 1 << 20
+
 // lineWriter writes the groups' lines on a goroutine of its own, so that the
 // next group is resolved and built while one is written to the output (and,
 // with --output FILE, fsynced): the write stage of the pipeline. Lines go
@@ -181,7 +185,7 @@ func (w *lineWriter) run() {
 		}
 		w.mu.Lock()
 		w.queued = max(0, w.queued-len(j.lines)) // close may have emptied the queue
-		if j.lines != nil && len(w.free) < 4 {
+		if j.lines != nil && cap(j.lines) <= keepBuffer && len(w.free) < 4 {
 			w.free = append(w.free, j.lines)
 		}
 		if err != nil && w.err == nil {
