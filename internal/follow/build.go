@@ -17,10 +17,13 @@ import (
 // document of an index again after a table it reads was truncated.
 const stageRebuild = "rebuild"
 
-// emit builds and writes the group's lines in LSN order and empties it
+// emit hands the group's keys to its builders in LSN order and empties it
 // (keeping last). Keys are built in chunks of f.batch with one query per
-// index and chunk, up to f.workers chunks at once (parallel.go); an event at LSN t comes before the documents of t (they
-// were built after it). Within a transaction and index, keys go in the
+// index and chunk, up to f.workers chunks at once, and written in the order
+// they were handed over (parallel.go); the last chunks may still be in
+// flight when emit returns: g.b.flush writes them. An event at LSN t comes
+// after every chunk before it and before the documents of t (they were
+// built after it). Within a transaction and index, keys go in the
 // order of their text values, not the map's: the same group gives the same
 // chunks, hence the same lines, whatever the process. The output's "lsn" never decreases within a group,
 // which is what makes acknowledgements exact.
@@ -31,7 +34,8 @@ func (f *Follower) emit(ctx context.Context, g *group) error {
 			entries = append(entries, e)
 		}
 	}
-	slices.SortStableFunc(entries, func(a, b *entry) int {
+	// (A total order: the group holds one entry per index and key.)
+	slices.SortFunc(entries, func(a, b *entry) int {
 		return cmp.Or(cmpLSN(a.lsn, b.lsn), cmp.Compare(a.ix.Name(), b.ix.Name()), slices.Compare(a.key, b.key))
 	})
 	events := g.events
@@ -39,6 +43,9 @@ func (f *Follower) emit(ctx context.Context, g *group) error {
 
 	for len(entries) > 0 || len(events) > 0 {
 		if len(events) > 0 && (len(entries) == 0 || events[0].lsn <= entries[0].lsn) {
+			if err := g.b.flush(); err != nil {
+				return err
+			}
 			if err := f.writeEvent(ctx, g.q, events[0]); err != nil {
 				return err
 			}
@@ -55,14 +62,12 @@ func (f *Follower) emit(ctx context.Context, g *group) error {
 				n = len(entries)
 			}
 		}
-		var chunks [][]*entry
 		for run := entries[:n]; len(run) > 0; {
 			c := min(f.batch, len(run))
-			chunks = append(chunks, run[:c])
+			if err := g.b.add(ctx, run[:c]); err != nil {
+				return err
+			}
 			run = run[c:]
-		}
-		if err := f.writeChunks(ctx, g.q, chunks); err != nil {
-			return err
 		}
 		entries = entries[n:]
 	}

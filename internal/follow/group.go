@@ -18,7 +18,8 @@ type group struct {
 	nkeys  int
 	last   *wal.Txn
 	txns   int
-	q      *gate // what the group reads through: its first read waits for visibility
+	q      *gate     // what the group reads through: its first read waits for visibility
+	b      *builders // build its chunks and write them in order (parallel.go)
 
 	written   int  // keys of the chunks already written
 	chunks    int  // chunks written (with keys)

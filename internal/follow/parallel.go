@@ -17,81 +17,176 @@ type builtChunk struct {
 	lines []line
 }
 
-// writeChunks builds the chunks (keys of consecutive transactions with no
-// event between them) with up to f.workers document queries at once, each
-// on its own pool connection, and writes their lines strictly in chunk
-// order: the output is byte for byte that of one chunk at a time. A chunk
-// is started only once an earlier one is written, so at most f.workers
-// chunks' documents (f.workers × f.batch) are in memory, built or being
-// built. The first error cancels the other builds and is returned; the
-// group runs again as a whole (process).
-func (f *Follower) writeChunks(ctx context.Context, q build.Querier, chunks [][]*entry) error {
-	w := max(1, min(f.workers, len(chunks)))
-	if w == 1 {
-		for _, c := range chunks {
-			b, err := f.buildChunk(ctx, q, c)
-			if err != nil {
-				return err
+// chunkJob is a chunk handed to the builders, and where its lines come back.
+type chunkJob struct {
+	keys []*entry
+	done chan *builtChunk
+}
+
+// builders build a group's chunks (keys of consecutive transactions with no
+// event between them) on up to f.workers pool connections at once and write
+// their lines strictly in the order the chunks were handed over: the output
+// is byte for byte that of one chunk at a time. A builder takes the next
+// chunk as soon as it has finished one, whatever is still being written, so
+// no connection waits on another's chunk; and the chunks of a fan-out's
+// successive spills (resolve.go) follow each other without a pause. What is
+// in flight is bounded: at most 2 × f.workers chunks (f.batch keys each) are
+// handed over and not yet written, built or being built; past that, add
+// writes the oldest first. The first error stops the builds still running
+// and is returned by add, flush or stop; the group then runs again as a
+// whole (process). They are made per attempt and used by its goroutine only
+// (the loop's): writing goes through f.em.
+type builders struct {
+	f       *Follower
+	q       build.Querier
+	cancel  context.CancelFunc
+	g       *errgroup.Group
+	gctx    context.Context
+	jobs    chan *chunkJob
+	pending []*chunkJob // handed over, not yet written, in order
+	window  int
+	spare   chan *builtChunk // written chunks' buffers, for the next builds
+}
+
+// keptChunk is the largest buffer kept for another chunk once written.
+const keptChunk = 4 << 20
+
+// builders for a group reading through q; started at the first chunk.
+func (f *Follower) newBuilders(q build.Querier) *builders {
+	w := max(1, f.workers)
+	return &builders{f: f, q: q, window: 2 * w, spare: make(chan *builtChunk, 2*w+w)}
+}
+
+func (b *builders) start(ctx context.Context) {
+	ctx, b.cancel = context.WithCancel(ctx)
+	b.g, b.gctx = errgroup.WithContext(ctx)
+	b.jobs = make(chan *chunkJob, b.window)
+	for range max(1, b.f.workers) {
+		b.g.Go(func() error {
+			for j := range b.jobs {
+				var c *builtChunk
+				select {
+				case c = <-b.spare:
+				default:
+					c = &builtChunk{}
+				}
+				err := b.f.buildChunk(b.gctx, b.q, j.keys, c)
+				if err != nil {
+					return err
+				}
+				j.done <- c
 			}
-			if err := f.writeBuilt(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	parent := ctx
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	g, gctx := errgroup.WithContext(ctx)
-	results := make([]chan *builtChunk, len(chunks))
-	start := func(i int) {
-		results[i] = make(chan *builtChunk, 1)
-		g.Go(func() error {
-			b, err := f.buildChunk(gctx, q, chunks[i])
-			if err != nil {
-				return err
-			}
-			results[i] <- b
 			return nil
 		})
 	}
-	for i := range w {
-		start(i)
+}
+
+// add hands a chunk to the builders, first writing the chunks already
+// built at the head of the order (and, when the window is full, waiting
+// for the oldest).
+func (b *builders) add(ctx context.Context, keys []*entry) error {
+	if b.jobs == nil {
+		b.start(ctx)
 	}
-	// failed stops the builds still running and returns the first error.
-	failed := func(err error) error {
-		cancel()
-		if gerr := g.Wait(); gerr != nil && err == nil {
-			err = gerr
+	for len(b.pending) > 0 {
+		full := len(b.pending) >= b.window
+		ok, err := b.writeHead(full)
+		if err != nil {
+			return err
 		}
-		if err == nil {
-			err = parent.Err()
+		if !ok {
+			break
 		}
-		return err
 	}
-	for i := range chunks {
-		var b *builtChunk
+	j := &chunkJob{keys: keys, done: make(chan *builtChunk, 1)}
+	select {
+	case b.jobs <- j:
+	case <-b.gctx.Done():
+		return b.failed(nil)
+	}
+	b.pending = append(b.pending, j)
+	return nil
+}
+
+// writeHead writes the oldest chunk handed over when it is built; with
+// wait, it waits for it. It reports whether it wrote one.
+func (b *builders) writeHead(wait bool) (bool, error) {
+	j := b.pending[0]
+	var c *builtChunk
+	if wait {
 		select {
-		case b = <-results[i]:
-		case <-gctx.Done():
-			return failed(nil)
+		case c = <-j.done:
+		case <-b.gctx.Done():
+			return false, b.failed(nil)
 		}
-		if err := f.writeBuilt(b); err != nil {
-			return failed(err)
-		}
-		results[i] = nil
-		if i+w < len(chunks) {
-			start(i + w)
+	} else {
+		select {
+		case c = <-j.done:
+		default:
+			return false, nil
 		}
 	}
-	return g.Wait()
+	b.pending[0] = nil
+	b.pending = b.pending[1:]
+	if err := b.f.writeBuilt(c); err != nil {
+		return false, b.failed(err)
+	}
+	if cap(c.buf) <= keptChunk {
+		c.buf, c.lines = c.buf[:0], c.lines[:0]
+		select {
+		case b.spare <- c:
+		default:
+		}
+	}
+	return true, nil
+}
+
+// flush writes every chunk handed over, in order: afterwards the output
+// holds all of them (an event, or the group's end, may follow).
+func (b *builders) flush() error {
+	for len(b.pending) > 0 {
+		if _, err := b.writeHead(true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// failed stops the builds still running and returns the first error: err,
+// else a builder's, else the context's.
+func (b *builders) failed(err error) error {
+	gerr := b.stop()
+	if err == nil {
+		err = gerr
+	}
+	if err == nil {
+		err = context.Canceled
+	}
+	return err
+}
+
+// stop ends the builders (what is not written is dropped) and returns the
+// first builder's error. It may be called more than once.
+func (b *builders) stop() error {
+	if b.jobs == nil {
+		return nil
+	}
+	b.cancel()
+	close(b.jobs)
+	err := b.g.Wait()
+	b.jobs = nil
+	b.pending = nil
+	if err == context.Canceled {
+		err = nil
+	}
+	return err
 }
 
 // buildChunk builds the documents of one chunk of keys, one query per
-// index, into lines each with the LSN of its key's newest transaction. It
-// may run on several goroutines at once: it touches only its chunk, the
-// pool and the metrics.
-func (f *Follower) buildChunk(ctx context.Context, q build.Querier, chunk []*entry) (*builtChunk, error) {
+// index, into b's lines (empty, its buffers reused), each with the LSN of
+// its key's newest transaction. It may run on several goroutines at once:
+// it touches only its chunk, b, the pool and the metrics.
+func (f *Follower) buildChunk(ctx context.Context, q build.Querier, chunk []*entry, b *builtChunk) error {
 	byIndex := map[*build.Index][]*entry{}
 	var order []*build.Index
 	for _, e := range chunk {
@@ -100,7 +195,6 @@ func (f *Follower) buildChunk(ctx context.Context, q build.Querier, chunk []*ent
 		}
 		byIndex[e.ix] = append(byIndex[e.ix], e)
 	}
-	b := &builtChunk{}
 	for _, ix := range order {
 		es := byIndex[ix]
 		keys := make([]build.Key, len(es))
@@ -122,10 +216,10 @@ func (f *Follower) buildChunk(ctx context.Context, q build.Querier, chunk []*ent
 			return nil
 		})
 		if err != nil {
-			return nil, err // build names the index
+			return err // build names the index
 		}
 	}
-	return b, nil
+	return nil
 }
 
 // writeBuilt writes a built chunk through the emitter, as one chunk.

@@ -177,6 +177,8 @@ func (f *Follower) attempt(ctx context.Context, txns []*wal.Txn, spill int, v *v
 		tr.first = tr.attempt
 	}
 	g := newGroup(newGate(f.pool, v))
+	g.b = f.newBuilders(g.q)
+	defer g.b.stop() // an attempt that failed: the builds still running
 	// Its first read, behind the visibility check (partitions.go).
 	if err := f.lookBeforeBuild(ctx, g.q, txns); err != nil {
 		return err
@@ -194,6 +196,9 @@ func (f *Follower) attempt(ctx context.Context, txns []*wal.Txn, spill int, v *v
 // group to the confirmer.
 func (f *Follower) finish(ctx context.Context, g *group, tr *trace) error {
 	if err := f.emit(ctx, g); err != nil {
+		return err
+	}
+	if err := g.b.flush(); err != nil {
 		return err
 	}
 	tr.built = time.Now()
