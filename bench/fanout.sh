@@ -134,7 +134,8 @@ for posts in "${SIZES[@]}"; do
   for run in $(seq "$RUNS"); do
   for which in "${bins[@]}"; do
   for w in ${WORKERS:-default}; do
-    [ "$which" = before ] && [ "$w" != "${WORKERS%% *}" ] && [ "$w" != default ] && continue
+    first_w=${WORKERS:-default}
+    [ "$which" = before ] && [ "$w" != "${first_w%% *}" ] && [ "$w" != default ] && continue
     bin=$FLUSSO label=flusso-pg conf=$work/$db.yaml
     [ "$which" = before ] && bin=$work/flusso-before label="flusso-pg $BEFORE"
     if [ "$w" != default ] && [ "$which" = this ]; then

@@ -516,7 +516,7 @@ func (ix *Index) runBuild(ctx context.Context, q Querier, sql string, args []any
 	// another row of this batch spells (a key: whose rows are equal but
 	// spelt apart): they must never undo an upsert.
 	var respelt []Doc
-	upserted := map[string]bool{}
+	var ids []string // of the upserts: looked up only when there are respelt deletes
 	for rows.Next() {
 		raw := rows.RawValues()
 		if len(raw) != 3*nk+3 {
@@ -551,13 +551,20 @@ func (ix *Index) runBuild(ctx context.Context, q Querier, sql string, args []any
 			respelt = append(respelt, Doc{Key: append([]byte(nil), raw[nk]...), ID: looked.String(), Values: input, Input: at})
 		}
 		id := spelt.String()
-		upserted[id] = true
+		ids = append(ids, id)
 		if err := fn(Doc{Key: raw[2*nk+1], ID: id, Values: input, Doc: docRaw, Input: at}); err != nil {
 			return err
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return err
+	}
+	if len(respelt) == 0 {
+		return nil
+	}
+	upserted := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		upserted[id] = true
 	}
 	for _, d := range respelt {
 		if !upserted[d.ID] {

@@ -52,6 +52,17 @@ func (e *emitter) add(start int, lsn pglogrepl.LSN) {
 	e.lines = append(e.lines, line{lsn: lsn, start: start, end: len(e.buf)})
 }
 
+// take is put for lines whose buffers the emitter may keep: into a chunk
+// just begun, it swaps them for its own (emptied), saving the copy.
+func (e *emitter) take(buf *[]byte, lines *[]line) {
+	if len(e.buf) != 0 || len(e.lines) != 0 {
+		e.put(*buf, *lines)
+		return
+	}
+	e.buf, *buf = *buf, e.buf[:0]
+	e.lines, *lines = *lines, e.lines[:0]
+}
+
 // put adds lines formatted elsewhere (buildChunk, on another goroutine) to
 // the chunk: buf holds them, lines their LSNs and offsets in buf.
 func (e *emitter) put(buf []byte, lines []line) {

@@ -54,7 +54,7 @@ const keptChunk = 4 << 20
 // builders for a group reading through q; started at the first chunk.
 func (f *Follower) newBuilders(q build.Querier) *builders {
 	w := max(1, f.workers)
-	return &builders{f: f, q: q, window: 2 * w, spare: make(chan *builtChunk, 2*w+w)}
+	return &builders{f: f, q: q, window: 2 * w, spare: make(chan *builtChunk, w)}
 }
 
 func (b *builders) start(ctx context.Context) {
@@ -132,7 +132,7 @@ func (b *builders) writeHead(wait bool) (bool, error) {
 		return false, b.failed(err)
 	}
 	if cap(c.buf) <= keptChunk {
-		c.buf, c.lines = c.buf[:0], c.lines[:0]
+		c.buf, c.lines = c.buf[:0], c.lines[:0] // the emitter's, after writeBuilt
 		select {
 		case b.spare <- c:
 		default:
@@ -222,9 +222,10 @@ func (f *Follower) buildChunk(ctx context.Context, q build.Querier, chunk []*ent
 	return nil
 }
 
-// writeBuilt writes a built chunk through the emitter, as one chunk.
+// writeBuilt writes a built chunk through the emitter, as one chunk; b
+// gets the emitter's emptied buffers in exchange for its own.
 func (f *Follower) writeBuilt(b *builtChunk) error {
 	f.em.begin()
-	f.em.put(b.buf, b.lines)
+	f.em.take(&b.buf, &b.lines)
 	return f.em.end()
 }
