@@ -2,8 +2,9 @@
 # A fan-out, side by side in one run (issue 23): POSTS blog posts all carry
 # one tag; `UPDATE tags SET name = ...` on that one row rebuilds every post.
 #   flusso-pg: a running `follow` (backfill done, restarted so its peak RSS
-#              is the fan-out's), timed from the commit until it has written
-#              every document (flusso_documents_total; the slot's confirmation
+#              is the fan-out's), timed from the commit until its "fan-out
+#              written" log line (every document handed to the output; then
+#              checked on flusso_documents_total, not timed; the slot's confirmation
 #              comes with the next status update, up to 1 s later, and is
 #              checked, not timed); time to first line; peak RSS (VmHWM of
 #              /proc/<pid>/status) before, after the rename and after a
