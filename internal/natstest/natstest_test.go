@@ -2,6 +2,7 @@ package natstest
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -38,7 +39,15 @@ func TestClusterSurvivesAKilledNode(t *testing.T) {
 	c.Servers[2].Kill(t)
 	for i := 0; i < 10; i++ {
 		for {
-			if _, err = js.Publish(ctx, "s.a", []byte{byte(i)}); err == nil {
+			// Each attempt has its own deadline: a publish sent on the
+			// connection to the killed node, before the client has seen it
+			// go, gets no ack and would otherwise wait out the whole test's.
+			actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+			// (The message ID: a publish stored but whose ack was lost is
+			// not stored twice when sent again.)
+			_, err = js.Publish(actx, "s.a", []byte{byte(i)}, jetstream.WithMsgID(strconv.Itoa(i)))
+			acancel()
+			if err == nil {
 				break
 			}
 			if ctx.Err() != nil {
